@@ -1,0 +1,213 @@
+//! Compression formats met in kernel packages: detection by magic, streaming decoders, and
+//! the encoders used to price BTF bytes "as compressed in the package".
+
+use std::io::{Read, Write};
+
+use serde::Serialize;
+
+/// A compression format, detected from its magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    None,
+    Gzip,
+    Xz,
+    Zstd,
+    /// LZ4 legacy frame (`lz4 -l`), what the kernel's `CONFIG_KERNEL_LZ4` produces.
+    Lz4,
+    Bzip2,
+    Lzma,
+    Lzo,
+}
+
+impl Codec {
+    /// Detects the codec from the first bytes of a stream; `None` when no magic matches.
+    pub fn detect(head: &[u8]) -> Codec {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Codec::Gzip
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+            Codec::Xz
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Codec::Zstd
+        } else if head.starts_with(&[0x02, 0x21, 0x4c, 0x18])
+            || head.starts_with(&[0x04, 0x22, 0x4d, 0x18])
+        {
+            Codec::Lz4
+        } else if head.starts_with(b"BZh") {
+            Codec::Bzip2
+        } else if head.starts_with(&[0x5d, 0x00, 0x00]) {
+            Codec::Lzma
+        } else if head.starts_with(&[0x89, b'L', b'Z', b'O']) {
+            Codec::Lzo
+        } else {
+            Codec::None
+        }
+    }
+
+    /// Codec implied by a module file name (`.ko.gz`, `.ko.xz`, `.ko.zst`).
+    pub fn from_module_name(name: &str) -> Option<Codec> {
+        if name.ends_with(".ko") {
+            Some(Codec::None)
+        } else if name.ends_with(".ko.gz") {
+            Some(Codec::Gzip)
+        } else if name.ends_with(".ko.xz") {
+            Some(Codec::Xz)
+        } else if name.ends_with(".ko.zst") {
+            Some(Codec::Zstd)
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::None => "none",
+            Codec::Gzip => "gzip",
+            Codec::Xz => "xz",
+            Codec::Zstd => "zstd",
+            Codec::Lz4 => "lz4",
+            Codec::Bzip2 => "bzip2",
+            Codec::Lzma => "lzma",
+            Codec::Lzo => "lzo",
+        }
+    }
+
+    /// Wraps `r` in a streaming decoder. Errors with the codec's name when btfgate has no decoder.
+    pub fn decoder<'a>(self, r: impl Read + 'a) -> Result<Box<dyn Read + 'a>, String> {
+        Ok(match self {
+            Codec::None => Box::new(r),
+            Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
+            Codec::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
+            Codec::Zstd => Box::new(
+                zstd::stream::read::Decoder::new(r).map_err(|e| format!("zstd decoder: {e}"))?,
+            ),
+            Codec::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(r)),
+            Codec::Bzip2 | Codec::Lzma | Codec::Lzo => {
+                return Err(format!("unsupported compression {}", self.name()))
+            }
+        })
+    }
+
+    /// Decompresses a whole buffer.
+    pub fn decompress(self, data: &[u8], size_hint: usize) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(size_hint);
+        self.decoder(data)?
+            .read_to_end(&mut out)
+            .map_err(|e| format!("{} decompression failed: {e}", self.name()))?;
+        Ok(out)
+    }
+
+    /// Size of `data` compressed with this codec at the settings kernel builds use
+    /// (gzip -9, xz -6, zstd -19, lz4 -l -9). Used to price BTF: standalone compression of the
+    /// `.BTF` bytes matches the measured growth of a vmlinuz within a few percent (FACTS.md §2).
+    pub fn compressed_len(self, data: &[u8]) -> Result<u64, String> {
+        let mut sink = CountingSink(0);
+        self.compress_into(data, &mut sink, false)?;
+        Ok(sink.0)
+    }
+
+    /// Compresses `data` into a buffer (`fast`: lowest preset, for making test inputs).
+    pub fn compress(self, data: &[u8], fast: bool) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(data.len() / 3);
+        self.compress_into(data, &mut out, fast)?;
+        Ok(out)
+    }
+
+    /// Writes `data` compressed with this codec (the kernel's settings unless `fast`) to `w`.
+    pub fn compress_into(self, data: &[u8], mut w: impl Write, fast: bool) -> Result<(), String> {
+        match self {
+            Codec::None => w.write_all(data),
+            Codec::Gzip => {
+                let level = if fast {
+                    flate2::Compression::fast()
+                } else {
+                    flate2::Compression::best()
+                };
+                let mut e = flate2::write::GzEncoder::new(&mut w, level);
+                e.write_all(data).and_then(|_| e.finish().map(|_| ()))
+            }
+            Codec::Xz => {
+                let mut e = liblzma::write::XzEncoder::new(&mut w, if fast { 0 } else { 6 });
+                e.write_all(data).and_then(|_| e.finish().map(|_| ()))
+            }
+            Codec::Zstd => zstd::stream::copy_encode(data, &mut w, if fast { 1 } else { 19 }),
+            // The kernel runs `lz4 -l -9` (LZ4HC); lz4_flex only has the fast mode, which
+            // overprices BTF by ~25 %, so use liblz4's HC mode. Legacy frame: magic, then
+            // 8 MiB blocks each prefixed by its u32 LE compressed length.
+            Codec::Lz4 => {
+                let mode = if fast {
+                    lz4::block::CompressionMode::DEFAULT
+                } else {
+                    lz4::block::CompressionMode::HIGHCOMPRESSION(9)
+                };
+                w.write_all(&0x184c_2102u32.to_le_bytes()).and_then(|_| {
+                    data.chunks(8 << 20).try_for_each(|block| {
+                        let c = lz4::block::compress(block, Some(mode), false)?;
+                        w.write_all(&(c.len() as u32).to_le_bytes())?;
+                        w.write_all(&c)
+                    })
+                })
+            }
+            Codec::Bzip2 | Codec::Lzma | Codec::Lzo => {
+                return Err(format!("unsupported compression {}", self.name()))
+            }
+        }
+        .map_err(|e| format!("{} compression failed: {e}", self.name()))
+    }
+}
+
+struct CountingSink(u64);
+
+impl Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn round_trips_through_every_supported_codec() {
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let gz = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&data).unwrap();
+            e.finish().unwrap()
+        };
+        let xz = {
+            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+            e.write_all(&data).unwrap();
+            e.finish().unwrap()
+        };
+        let zst = zstd::stream::encode_all(&data[..], 3).unwrap();
+        let lz4 = Codec::Lz4.compress(&data, false).unwrap();
+        for (blob, codec) in [
+            (gz, Codec::Gzip),
+            (xz, Codec::Xz),
+            (zst, Codec::Zstd),
+            (lz4, Codec::Lz4),
+        ] {
+            assert_eq!(Codec::detect(&blob), codec);
+            assert_eq!(codec.decompress(&blob, 0).unwrap(), data, "{codec:?}");
+            assert!(codec.compressed_len(&data).unwrap() < data.len() as u64);
+        }
+    }
+
+    #[test]
+    fn unsupported_codecs_say_so() {
+        let err = Codec::detect(b"BZh91AY")
+            .decompress(b"BZh91AY", 0)
+            .unwrap_err();
+        assert!(err.contains("unsupported compression bzip2"), "{err}");
+        assert_eq!(Codec::detect(&[0x5d, 0, 0, 0x80]), Codec::Lzma);
+    }
+}

@@ -1,0 +1,12 @@
+//! btfgate harness: reads kernel packages and proves they deliver BTF (no logic here, only the module map).
+
+pub mod checks;
+pub mod codec;
+pub mod error;
+pub mod fixtures;
+pub mod kernel;
+pub mod mutate;
+pub mod package;
+pub mod size;
+
+pub use error::{Error, Result};

@@ -1,0 +1,112 @@
+//! Negative controls made from real packages: a module without `.BTF`, a module carrying
+//! `.debug_info`, a kernel image whose vmlinux lost its `.BTF`, a config without BTF. Tests and
+//! benchmarks use these to show every check can fail.
+
+use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
+use object::Object;
+
+use crate::codec::Codec;
+use crate::kernel::bzimage;
+
+/// Renames ELF section `from` to `to` in place (`to` no longer than `from`), so readers that
+/// look sections up by name (the kernel, libbpf, btfgate) no longer see `from`.
+pub fn rename_section(elf: &mut [u8], from: &str, to: &str) -> Result<(), String> {
+    if to.len() > from.len() {
+        return Err(format!(
+            "cannot rename {from} to the longer name {to} in place"
+        ));
+    }
+    let (name_at, shared) = {
+        let file =
+            ElfFile64::<object::Endianness>::parse(&*elf).map_err(|e| format!("not ELF64: {e}"))?;
+        let endian = file.endian();
+        let shdrs = file.elf_section_table();
+        let strtab_idx = file
+            .elf_header()
+            .shstrndx(endian, &*elf)
+            .map_err(|e| format!("section name table index: {e}"))?;
+        let strtab = shdrs
+            .section(object::SectionIndex(strtab_idx as usize))
+            .map_err(|e| format!("section name table: {e}"))?;
+        let strtab_off = strtab.sh_offset(endian) as usize;
+        let sec = file
+            .section_by_name(from)
+            .ok_or_else(|| format!("no section {from}"))?;
+        let name_off = sec.elf_section_header().sh_name(endian) as usize;
+        let end = name_off + from.len();
+        // Another section whose name points into ours (suffix sharing) would be renamed too.
+        let shared = shdrs.iter().any(|s| {
+            let o = s.sh_name(endian) as usize;
+            o > name_off && o <= end
+        });
+        (strtab_off + name_off, shared)
+    };
+    if shared {
+        return Err(format!("the name {from} is shared with another section"));
+    }
+    let slot = elf
+        .get_mut(name_at..name_at + from.len())
+        .ok_or_else(|| "section name runs past the file".to_string())?;
+    slot.fill(0);
+    slot[..to.len()].copy_from_slice(to.as_bytes());
+    Ok(())
+}
+
+/// Hides the `.BTF` section of a module or vmlinux (renamed `.BTX`).
+pub fn remove_btf(elf: &mut [u8]) -> Result<(), String> {
+    rename_section(elf, ".BTF", ".BTX")
+}
+
+/// Makes a module look unstripped: one of its notes becomes a `.debug_info` section.
+pub fn add_debug_info(elf: &mut [u8]) -> Result<(), String> {
+    for victim in [
+        ".note.Linux",
+        ".note.gnu.build-id",
+        ".gnu.linkonce.this_module",
+    ] {
+        if rename_section(elf, victim, ".debug_info").is_ok() {
+            return Ok(());
+        }
+    }
+    Err("no section long enough to become .debug_info".into())
+}
+
+/// Rebuilds a bzImage around a new vmlinux (recompressed with the image's own codec, `fast`
+/// preset), updating the setup header's `payload_length`.
+pub fn replace_vmlinux(image: &[u8], vmlinux: &[u8]) -> Result<Vec<u8>, String> {
+    let p = bzimage::payload(image)?;
+    let mut payload = p.codec.compress(vmlinux, true)?;
+    if p.codec != Codec::Gzip {
+        payload.extend_from_slice(&(vmlinux.len() as u32).to_le_bytes());
+    }
+    let mut out = Vec::with_capacity(image.len());
+    out.extend_from_slice(&image[..p.offset]);
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&image[p.offset + p.len..]);
+    out[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// Removes BTF from a kernel image: vmlinux extracted, its `.BTF` hidden, image rebuilt.
+pub fn image_without_btf(image: &[u8]) -> Result<Vec<u8>, String> {
+    let (_, mut vmlinux) = bzimage::extract_vmlinux(image)?;
+    remove_btf(&mut vmlinux)?;
+    replace_vmlinux(image, &vmlinux)
+}
+
+/// A config with BTF turned off the way `make olddefconfig` writes it.
+pub fn config_without_btf(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.starts_with("CONFIG_DEBUG_INFO_BTF=") {
+                "# CONFIG_DEBUG_INFO_BTF is not set".to_string()
+            } else if l.starts_with("CONFIG_DEBUG_INFO_BTF_MODULES=") {
+                "# CONFIG_DEBUG_INFO_BTF_MODULES is not set".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}

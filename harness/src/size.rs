@@ -1,0 +1,177 @@
+//! What BTF costs a package: the vmlinux `.BTF` share of the compressed kernel image plus each
+//! module's `.BTF` share, as compressed in the package; laid out like the table of Alpine's BTF
+//! request (aports issue 12563) so maintainers can compare numbers.
+
+use serde::Serialize;
+
+use crate::codec::Codec;
+use crate::kernel::Kernel;
+
+/// Default budget for the BTF cost of a package: 2 MiB.
+pub const DEFAULT_BUDGET: u64 = 2 << 20;
+
+/// The size breakdown of a kernel package.
+#[derive(Debug, Clone, Serialize)]
+pub struct Breakdown {
+    /// Package file size.
+    pub package: u64,
+    pub installed: Option<u64>,
+    /// Kernel image file size.
+    pub vmlinuz: u64,
+    /// BTF share of the kernel image, and how it was priced.
+    pub vmlinuz_btf: Option<u64>,
+    pub vmlinuz_method: String,
+    pub modules: u64,
+    pub module_count: usize,
+    pub modules_with_btf: usize,
+    /// Raw `.BTF` bytes in vmlinux and in all modules.
+    pub vmlinux_btf_raw: u64,
+    pub modules_btf_raw: u64,
+    /// BTF share of the module files as stored in the package.
+    pub modules_btf: u64,
+    pub modules_method: String,
+    /// Total BTF cost: `vmlinuz_btf + modules_btf`.
+    pub total: u64,
+}
+
+impl Breakdown {
+    pub fn of(k: &Kernel) -> Breakdown {
+        let vm = k.vmlinux_btf();
+        let (vmlinuz_btf, vmlinuz_method) =
+            match (vm, k.image.as_ref().and_then(|i| i.payload.as_ref().ok())) {
+                (Some(v), Some(p)) => match &v.cost {
+                    Ok(c) => (
+                        Some(*c),
+                        format!(
+                            ".BTF compressed alone with the payload codec ({})",
+                            p.codec.name()
+                        ),
+                    ),
+                    Err(e) => (None, format!("not priced: {e}")),
+                },
+                _ => (None, "no vmlinux .BTF".to_string()),
+            };
+        let modules_method = match (k.modules.iter().map(|m| m.codec).next(), k.container) {
+            (None, _) => "no modules".to_string(),
+            (Some(Codec::None), Some(c)) if c != Codec::None => format!(
+                "each module's share of the solid {} data member, pro rata of its .BTF bytes",
+                c.name()
+            ),
+            (Some(Codec::None), _) => "raw .BTF bytes (modules stored uncompressed)".to_string(),
+            (Some(c), _) => format!("each module's .BTF compressed alone with {}", c.name()),
+        };
+        let modules_btf: u64 = k.modules.iter().map(|m| m.btf_cost).sum();
+        Breakdown {
+            package: k.meta.file_size,
+            installed: k.meta.installed_size,
+            vmlinuz: k.image.as_ref().map(|i| i.file_size).unwrap_or(0),
+            vmlinuz_btf,
+            vmlinuz_method,
+            modules: k.modules.iter().map(|m| m.file_size).sum(),
+            module_count: k.modules.len(),
+            modules_with_btf: k.modules.iter().filter(|m| m.btf_len.is_some()).count(),
+            vmlinux_btf_raw: vm.map(|v| v.bytes.len() as u64).unwrap_or(0),
+            modules_btf_raw: k.modules.iter().filter_map(|m| m.btf_len).sum(),
+            modules_btf,
+            modules_method,
+            total: vmlinuz_btf.unwrap_or(0) + modules_btf,
+        }
+    }
+
+    /// Rows of the Alpine-style table: (what, size with BTF, BTF share, size without BTF).
+    pub fn rows(&self) -> Vec<(String, u64, u64, u64)> {
+        let vb = self.vmlinuz_btf.unwrap_or(0);
+        let mut rows = vec![
+            (
+                "vmlinuz".to_string(),
+                self.vmlinuz,
+                vb,
+                self.vmlinuz.saturating_sub(vb),
+            ),
+            (
+                format!(
+                    "modules ({}, {} with .BTF)",
+                    self.module_count, self.modules_with_btf
+                ),
+                self.modules,
+                self.modules_btf,
+                self.modules.saturating_sub(self.modules_btf),
+            ),
+            (
+                "package file".to_string(),
+                self.package,
+                self.total,
+                self.package.saturating_sub(self.total),
+            ),
+        ];
+        if let Some(i) = self.installed {
+            let raw = self.vmlinux_btf_raw.min(self.vmlinuz) + self.modules_btf_raw;
+            rows.push((
+                "installed (raw .BTF)".to_string(),
+                i,
+                raw,
+                i.saturating_sub(raw),
+            ));
+        }
+        rows
+    }
+}
+
+/// Parses a size such as `2MiB`, `2M`, `1.5 MB`, `300k`, `1048576`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| {
+        format!("size {s:?}: expected a number with an optional unit (e.g. 2MiB, 500k)")
+    })?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "kb" => 1000.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "mb" => 1e6,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "gb" => 1e9,
+        other => {
+            return Err(format!(
+                "size {s:?}: unknown unit {other:?} (use B, k, KiB, KB, M, MiB, MB, G, GiB, GB)"
+            ))
+        }
+    };
+    Ok((n * mult).round() as u64)
+}
+
+/// `1,234,567` style thousands separators.
+pub fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("2MiB").unwrap(), 2 << 20);
+        assert_eq!(parse_size("2M").unwrap(), 2 << 20);
+        assert_eq!(parse_size("1.5 MB").unwrap(), 1_500_000);
+        assert_eq!(parse_size("300k").unwrap(), 300 * 1024);
+        assert_eq!(parse_size("77").unwrap(), 77);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+        assert_eq!(grouped(1234567), "1,234,567");
+        assert_eq!(grouped(12), "12");
+    }
+}

@@ -1,0 +1,530 @@
+//! Static checks on real Debian kernel packages, and every check shown FAILING on a negative
+//! control made from the same real package (libtest-mimic: trials needing a package that is
+//! not fetched are listed as ignored, with the reason on stderr).
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use harness::checks::{static_, Check, Status};
+use harness::fixtures::{host_kernel, needs, Flavor};
+use harness::kernel::{elf, Kernel};
+use harness::package::{extract::extract, ReadOptions};
+use harness::{mutate, Error};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// Modules kept in the small directory packages the controls are made from (both flavours
+/// have them; `cast_common` has an empty split string section).
+const SUBSET: &[&str] = &[
+    "overlay",
+    "dummy",
+    "vxlan",
+    "udp_tunnel",
+    "ip6_udp_tunnel",
+    "btrfs",
+    "xor",
+    "raid6_pq",
+    "zstd_compress",
+    "libcrc32c",
+    "nf_conntrack",
+    "nf_defrag_ipv4",
+    "nf_defrag_ipv6",
+    "cast_common",
+    "crc32c_generic",
+];
+
+type R = Result<(), Failed>;
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(Failed::from(format!($($msg)+)));
+        }
+    };
+}
+
+fn opts() -> ReadOptions {
+    ReadOptions::default()
+}
+
+fn check<'a>(checks: &'a [Check], id: &str) -> &'a Check {
+    checks.iter().find(|c| c.id == id).unwrap()
+}
+
+fn expect(checks: &[Check], id: &str, want: Status) -> R {
+    let c = check(checks, id);
+    ensure!(
+        c.status == want,
+        "{id}: expected {want:?}, got {:?}: {}\n{}",
+        c.status,
+        c.detail,
+        c.evidence.join("\n")
+    );
+    Ok(())
+}
+
+fn run_static(k: &Kernel) -> Vec<Check> {
+    static_::run_all(k, &static_::StaticParams::default())
+}
+
+fn idx(f: Flavor) -> usize {
+    match f {
+        Flavor::Generic => 0,
+        Flavor::Cloud => 1,
+    }
+}
+
+/// The full real package, loaded once per flavour.
+fn full(f: Flavor) -> &'static Kernel {
+    static FULL: [OnceLock<Kernel>; 2] = [OnceLock::new(), OnceLock::new()];
+    FULL[idx(f)].get_or_init(|| Kernel::load(&host_kernel(f).unwrap(), &opts()).unwrap())
+}
+
+/// Scratch directory of this test run, removed when `main` returns.
+static WORK: OnceLock<PathBuf> = OnceLock::new();
+
+fn work() -> &'static Path {
+    WORK.get().unwrap()
+}
+
+/// boot/ and the SUBSET modules of the real package, extracted once per flavour.
+fn subset(f: Flavor) -> &'static Path {
+    static DIRS: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
+    DIRS[idx(f)].get_or_init(|| {
+        let dir = work().join(format!("subset-{}", f.name()));
+        let keep = |p: &Path| {
+            let s = p.to_string_lossy();
+            if s.starts_with("boot") {
+                return true;
+            }
+            if !s.starts_with("lib/modules") {
+                return false;
+            }
+            match p.file_name().map(|n| n.to_string_lossy().into_owned()) {
+                Some(n) if n.contains(".ko") => {
+                    SUBSET.contains(&n.split(".ko").next().unwrap_or(""))
+                }
+                _ => false,
+            }
+        };
+        extract(&host_kernel(f).unwrap(), &opts(), &dir, &keep).unwrap();
+        dir
+    })
+}
+
+/// A private copy of the subset to mutate.
+fn copy_subset(f: Flavor) -> tempfile::TempDir {
+    let dst = tempfile::tempdir_in(work()).unwrap();
+    copy_tree(subset(f), dst.path());
+    dst
+}
+
+fn copy_tree(src: &Path, dst: &Path) {
+    for e in fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            fs::create_dir_all(&to).unwrap();
+            copy_tree(&e.path(), &to);
+        } else {
+            fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+fn find(root: &Path, pred: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if pred(&p.file_name().unwrap().to_string_lossy()) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn module(root: &Path, name: &str) -> PathBuf {
+    find(root, &|n| n == format!("{name}.ko")).pop().unwrap()
+}
+
+fn image(root: &Path) -> PathBuf {
+    find(&root.join("boot"), &|n| n.starts_with("vmlinuz"))
+        .pop()
+        .unwrap()
+}
+
+fn config(root: &Path) -> PathBuf {
+    find(&root.join("boot"), &|n| n.starts_with("config"))
+        .pop()
+        .unwrap()
+}
+
+fn mutate_file(p: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+    let mut b = fs::read(p).unwrap();
+    f(&mut b);
+    fs::write(p, b).unwrap();
+}
+
+/// Applies `change` to the vmlinux inside the kernel image of `root`.
+fn mutate_vmlinux(root: &Path, change: impl FnOnce(&mut Vec<u8>)) {
+    let img = image(root);
+    let bytes = fs::read(&img).unwrap();
+    let (_, mut vmlinux) = harness::kernel::bzimage::extract_vmlinux(&bytes).unwrap();
+    change(&mut vmlinux);
+    fs::write(&img, mutate::replace_vmlinux(&bytes, &vmlinux).unwrap()).unwrap();
+}
+
+// ---- real packages ------------------------------------------------------------------------
+
+fn real_package(f: Flavor) -> R {
+    let k = full(f);
+    let checks = run_static(k);
+    for id in [
+        "kconfig.btf",
+        "vmlinux.btf",
+        "modules.btf",
+        "modules.stripped",
+        "modules.btf_base",
+    ] {
+        expect(&checks, id, Status::Pass)?;
+    }
+    // The real figure, reported honestly: over the default 2 MiB budget.
+    expect(&checks, "size.budget", Status::Fail)?;
+    let b = harness::size::Breakdown::of(k);
+    let share = b.vmlinuz_btf.unwrap();
+    ensure!(
+        (800_000..2_200_000).contains(&share),
+        "vmlinuz BTF share {share} outside the measured 1.0-1.7 MB range"
+    );
+    ensure!(k.modules.len() > 500, "only {} modules", k.modules.len());
+    ensure!(
+        k.release.as_deref().is_some_and(|r| r.starts_with("6.")),
+        "release {:?}",
+        k.release
+    );
+    Ok(())
+}
+
+fn subset_dir_passes(f: Flavor) -> R {
+    let k = Kernel::load(subset(f), &opts()).unwrap();
+    let checks = run_static(&k);
+    for id in [
+        "kconfig.btf",
+        "vmlinux.btf",
+        "modules.btf",
+        "modules.stripped",
+        "modules.btf_base",
+    ] {
+        expect(&checks, id, Status::Pass)?;
+    }
+    ensure!(
+        k.modules.len() >= 12,
+        "subset has {} modules",
+        k.modules.len()
+    );
+    ensure!(
+        k.vmlinux_btf().unwrap().bytes == full(f).vmlinux_btf().unwrap().bytes,
+        "directory and package give different vmlinux BTF"
+    );
+    Ok(())
+}
+
+// ---- negative controls --------------------------------------------------------------------
+
+fn kconfig_without_btf(f: Flavor) -> R {
+    let d = copy_subset(f);
+    let cfg = config(d.path());
+    let text = fs::read_to_string(&cfg).unwrap();
+    fs::write(&cfg, mutate::config_without_btf(&text)).unwrap();
+    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
+    expect(&checks, "kconfig.btf", Status::Fail)?;
+    let c = check(&checks, "kconfig.btf");
+    ensure!(
+        c.detail.contains("# CONFIG_DEBUG_INFO_BTF is not set"),
+        "detail: {}",
+        c.detail
+    );
+    expect(&checks, "vmlinux.btf", Status::Pass)
+}
+
+fn kconfig_missing(f: Flavor) -> R {
+    let d = copy_subset(f);
+    fs::remove_file(config(d.path())).unwrap();
+    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
+    expect(&checks, "kconfig.btf", Status::Fail)
+}
+
+fn vmlinux_without_btf(f: Flavor) -> R {
+    let d = copy_subset(f);
+    mutate_vmlinux(d.path(), |v| mutate::remove_btf(v).unwrap());
+    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
+    expect(&checks, "vmlinux.btf", Status::Fail)?;
+    ensure!(
+        check(&checks, "vmlinux.btf")
+            .detail
+            .contains("no .BTF section"),
+        "{}",
+        check(&checks, "vmlinux.btf").detail
+    );
+    // Modules cannot be shown to fit a vmlinux that has no BTF.
+    expect(&checks, "modules.btf_base", Status::Fail)?;
+    expect(&checks, "kconfig.btf", Status::Pass)
+}
+
+fn vmlinux_btf_truncated(f: Flavor) -> R {
+    let d = copy_subset(f);
+    mutate_vmlinux(d.path(), |v| {
+        let (o, _) = elf::sections(v).unwrap().btf.unwrap();
+        // type_len (header offset 12) four bytes short: the walk no longer ends at the section end.
+        let tl = u32::from_le_bytes(v[o + 12..o + 16].try_into().unwrap()) - 4;
+        v[o + 12..o + 16].copy_from_slice(&tl.to_le_bytes());
+    });
+    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
+    expect(&checks, "vmlinux.btf", Status::Fail)?;
+    ensure!(
+        check(&checks, "vmlinux.btf").detail.contains("invalid"),
+        "{}",
+        check(&checks, "vmlinux.btf").detail
+    );
+    Ok(())
+}
+
+fn vmlinux_without_task_struct(f: Flavor) -> R {
+    let d = copy_subset(f);
+    mutate_vmlinux(d.path(), |v| {
+        let (o, l) = elf::sections(v).unwrap().btf.unwrap();
+        let btf = &mut v[o..o + l];
+        let needle = b"\0task_struct\0";
+        let at = btf.windows(needle.len()).position(|w| w == needle).unwrap();
+        btf[at + needle.len() - 2] = b'X'; // "task_strucX"
+    });
+    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
+    expect(&checks, "vmlinux.btf", Status::Fail)?;
+    ensure!(
+        check(&checks, "vmlinux.btf")
+            .detail
+            .contains("no struct task_struct"),
+        "{}",
+        check(&checks, "vmlinux.btf").detail
+    );
+    Ok(())
+}
+
+fn module_without_btf(f: Flavor) -> R {
+    let d = copy_subset(f);
+    mutate_file(&module(d.path(), "overlay"), |b| {
+        mutate::remove_btf(b).unwrap()
+    });
+    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
+    expect(&checks, "modules.btf", Status::Fail)?;
+    let c = check(&checks, "modules.btf");
+    ensure!(c.detail.starts_with("1 of "), "{}", c.detail);
+    ensure!(
+        c.evidence.iter().any(|e| e.contains("overlay.ko")),
+        "{:?}",
+        c.evidence
+    );
+    expect(&checks, "modules.stripped", Status::Pass)
+}
+
+fn module_with_debug_info(f: Flavor) -> R {
+    let d = copy_subset(f);
+    mutate_file(&module(d.path(), "dummy"), |b| {
+        mutate::add_debug_info(b).unwrap()
+    });
+    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
+    expect(&checks, "modules.stripped", Status::Fail)?;
+    let c = check(&checks, "modules.stripped");
+    ensure!(
+        c.evidence
+            .iter()
+            .any(|e| e.contains("dummy.ko") && e.contains(".debug_info")),
+        "{:?}",
+        c.evidence
+    );
+    expect(&checks, "modules.btf", Status::Pass)
+}
+
+/// The cloud modules checked against the generic vmlinux, and the other way round.
+fn cross_flavour_base(boot_from: Flavor, modules_from: Flavor) -> R {
+    let d = tempfile::tempdir_in(work()).unwrap();
+    copy_tree(
+        &subset(boot_from).join("boot"),
+        &d.path().join("boot").tap_mkdir(),
+    );
+    copy_tree(
+        &subset(modules_from).join("lib"),
+        &d.path().join("lib").tap_mkdir(),
+    );
+    let k = Kernel::load(d.path(), &opts()).unwrap();
+    let checks = run_static(&k);
+    expect(&checks, "modules.btf_base", Status::Fail)?;
+    let bad = k
+        .modules
+        .iter()
+        .filter(|m| {
+            matches!(&m.base_fit, Some(Ok(fit)) if !fit.ok()) || matches!(&m.base_fit, Some(Err(_)))
+        })
+        .count();
+    let with_btf = k.modules.iter().filter(|m| m.btf_len.is_some()).count();
+    // cast_common (anonymous types only, empty string section) cannot be told apart.
+    ensure!(
+        bad + 1 >= with_btf,
+        "only {bad} of {with_btf} mismatched modules flagged"
+    );
+    expect(&checks, "modules.btf", Status::Pass)
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> Self {
+        fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+fn over_budget(f: Flavor) -> R {
+    let k = full(f);
+    let total = harness::size::Breakdown::of(k).total;
+    let at = static_::size_budget(k, total);
+    ensure!(
+        at.status == Status::Pass,
+        "budget == cost must pass: {}",
+        at.detail
+    );
+    let under = static_::size_budget(k, total - 1);
+    ensure!(
+        under.status == Status::Fail,
+        "budget one byte short must fail: {}",
+        under.detail
+    );
+    ensure!(under.detail.contains("over by 1"), "{}", under.detail);
+    Ok(())
+}
+
+// ---- bad input ----------------------------------------------------------------------------
+
+fn truncated_deb(f: Flavor) -> R {
+    let src = host_kernel(f).unwrap();
+    let d = tempfile::tempdir_in(work()).unwrap();
+    let cut = d.path().join("cut.deb");
+    let bytes = fs::read(&src).unwrap();
+    fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    match Kernel::load(&cut, &opts()) {
+        Err(e @ Error::BadInput { .. }) => {
+            let msg = e.to_string();
+            // The file, the phase and what went wrong: the data stream ended inside an entry.
+            ensure!(
+                msg.contains("cut.deb") && msg.contains("premature eof"),
+                "message lacks file or cause: {msg}"
+            );
+            Ok(())
+        }
+        Err(e) => Err(format!("wrong error kind: {e}").into()),
+        Ok(_) => Err("a truncated .deb was read without error".into()),
+    }
+}
+
+fn garbage_input() -> R {
+    let d = tempfile::tempdir_in(work()).unwrap();
+    let p = d.path().join("junk.apk");
+    fs::write(&p, b"this is not a package at all").unwrap();
+    let e = Kernel::load(&p, &opts()).err().ok_or("junk accepted")?;
+    ensure!(
+        e.to_string().contains("junk.apk") && e.to_string().contains("detect package format"),
+        "{e}"
+    );
+    let v3 = d.path().join("v3.apk");
+    fs::write(&v3, b"ADBd\0\0\0\0pckg").unwrap();
+    let e = Kernel::load(&v3, &opts()).err().ok_or("v3 accepted")?;
+    ensure!(
+        matches!(e, Error::Unsupported { .. }) && e.to_string().contains("v3"),
+        "{e}"
+    );
+    Ok(())
+}
+
+fn escaping_symlink_refused() -> R {
+    let d = tempfile::tempdir_in(work()).unwrap();
+    let m = d.path().join("lib/modules/6.1.0-x");
+    fs::create_dir_all(&m).unwrap();
+    std::os::unix::fs::symlink("../../../../etc/passwd", m.join("evil")).unwrap();
+    let e = Kernel::load(d.path(), &opts())
+        .err()
+        .ok_or("escaping link accepted")?;
+    ensure!(e.to_string().contains("escapes the package root"), "{e}");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Arguments::from_args();
+    let scratch = tempfile::Builder::new()
+        .prefix("btfgate-static-")
+        .tempdir()
+        .unwrap();
+    WORK.set(scratch.path().to_path_buf()).unwrap();
+    let mut trials = Vec::new();
+    for f in Flavor::ALL {
+        let need = host_kernel(f);
+        let n = f.name();
+        let t = |name: &str, run: fn(Flavor) -> R| {
+            needs(Trial::test(format!("{name}::{n}"), move || run(f)), &need)
+        };
+        trials.push(t(
+            "real::static_checks_pass_budget_reports_cost",
+            real_package,
+        ));
+        trials.push(t("real::subset_directory_passes", subset_dir_passes));
+        trials.push(t("control::kconfig_without_btf_fails", kconfig_without_btf));
+        trials.push(t("control::kconfig_missing_fails", kconfig_missing));
+        trials.push(t("control::vmlinux_without_btf_fails", vmlinux_without_btf));
+        trials.push(t(
+            "control::vmlinux_btf_truncated_fails",
+            vmlinux_btf_truncated,
+        ));
+        trials.push(t(
+            "control::vmlinux_without_task_struct_fails",
+            vmlinux_without_task_struct,
+        ));
+        trials.push(t("control::module_without_btf_fails", module_without_btf));
+        trials.push(t(
+            "control::module_with_debug_info_fails",
+            module_with_debug_info,
+        ));
+        trials.push(t("control::over_budget_fails", over_budget));
+        trials.push(t("bad_input::truncated_deb_is_an_error", truncated_deb));
+    }
+    let both: Result<(), String> = host_kernel(Flavor::Generic)
+        .and(host_kernel(Flavor::Cloud))
+        .map(|_| ());
+    trials.push(needs(
+        Trial::test("control::cloud_modules_on_generic_vmlinux_fail", || {
+            cross_flavour_base(Flavor::Generic, Flavor::Cloud)
+        }),
+        &both,
+    ));
+    trials.push(needs(
+        Trial::test("control::generic_modules_on_cloud_vmlinux_fail", || {
+            cross_flavour_base(Flavor::Cloud, Flavor::Generic)
+        }),
+        &both,
+    ));
+    trials.push(Trial::test("bad_input::garbage_and_apk_v3", garbage_input));
+    trials.push(Trial::test(
+        "bad_input::escaping_symlink_refused",
+        escaping_symlink_refused,
+    ));
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(scratch);
+    conclusion.exit_code()
+}

@@ -1,0 +1,149 @@
+//! `bench`: performance targets measured in one run and printed as ratios (never timed tests).
+//!
+//! `bench static`: for each host kernel package, the wall time and peak RSS of
+//! `cargo xtask inspect` against merely decompressing the package's data member
+//! (`xz -dc data.tar.xz > /dev/null` for a .deb, `gzip -dc` for an .apk), interleaved rounds, medians.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use harness::fixtures::{host_kernel, Flavor};
+use xshell::{cmd, Shell};
+
+#[derive(Subcommand)]
+pub enum What {
+    /// inspect time vs decompression time, and peak memory, for the host kernel packages
+    Static {
+        /// Rounds per measurement (medians are printed)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Packages to measure (default: the host kernel packages, fetched)
+        #[arg(long = "package")]
+        packages: Vec<PathBuf>,
+    },
+}
+
+/// Target: inspect ≤ 1.3 × decompression, peak RSS < 300 MB.
+const TARGET_RATIO: f64 = 1.3;
+const TARGET_RSS_KB: u64 = 300 * 1000;
+
+pub fn run(what: What) -> Result<()> {
+    match what {
+        What::Static { rounds, packages } => bench_static(rounds, packages),
+    }
+}
+
+fn bench_static(rounds: usize, packages: Vec<PathBuf>) -> Result<()> {
+    let sh = Shell::new()?;
+    crate::test::install_host_packages(&sh)?;
+    let packages = if packages.is_empty() {
+        crate::fetch::host_defaults()?;
+        Flavor::ALL
+            .iter()
+            .map(|f| host_kernel(*f).map_err(anyhow::Error::msg))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        packages
+    };
+    let exe = std::env::current_exe().context("locate the xtask binary")?;
+    println!(
+        "{:<48} {:>10} {:>10} {:>7} {:>10} {:>10}",
+        "package", "decomp s", "inspect s", "ratio", "peak MB", "target"
+    );
+    let mut all_met = true;
+    for pkg in &packages {
+        let tmp = tempfile::tempdir().context("create a scratch directory")?;
+        let (tool, member) = data_member(&sh, pkg, tmp.path())?;
+        let mut base = Vec::new();
+        let mut insp = Vec::new();
+        let mut rss = 0u64;
+        for _ in 0..rounds.max(1) {
+            base.push(timed(&sh, &[tool, "-dc", &member.to_string_lossy()])?.0);
+            let exe_s = exe.to_string_lossy();
+            let pkg_s = pkg.to_string_lossy();
+            let (t, m) = timed(&sh, &[&exe_s, "inspect", "--json", &pkg_s])?;
+            insp.push(t);
+            rss = rss.max(m);
+        }
+        let (b, i) = (median(&mut base), median(&mut insp));
+        let ratio = i / b;
+        let met = ratio <= TARGET_RATIO && rss < TARGET_RSS_KB;
+        all_met &= met;
+        let name = pkg
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        println!(
+            "{name:<48} {b:>10.2} {i:>10.2} {ratio:>6.2}x {:>10.1} {:>10}",
+            rss as f64 / 1000.0,
+            if met { "met" } else { "MISSED" }
+        );
+    }
+    println!("targets: inspect <= {TARGET_RATIO}x decompression, peak RSS < {} MB; {rounds} rounds, medians", TARGET_RSS_KB / 1000);
+    if !all_met {
+        bail!("a static benchmark target was missed");
+    }
+    Ok(())
+}
+
+/// Extracts the data member of a package (the thing whose decompression is the floor) and
+/// returns the tool that decompresses it.
+fn data_member(sh: &Shell, pkg: &Path, dir: &Path) -> Result<(&'static str, PathBuf)> {
+    if pkg.is_dir() {
+        bail!(
+            "{}: a directory has no compressed data member to compare with",
+            pkg.display()
+        );
+    }
+    let name = pkg.to_string_lossy();
+    if name.ends_with(".apk") {
+        // Decompressing the whole .apk (its three gzip members) is the floor.
+        return Ok(("gzip", pkg.to_path_buf()));
+    }
+    let _cd = sh.push_dir(dir);
+    cmd!(sh, "ar x {pkg}")
+        .run()
+        .with_context(|| format!("ar x {}", pkg.display()))?;
+    for (file, tool) in [
+        ("data.tar.xz", "xz"),
+        ("data.tar.zst", "zstd"),
+        ("data.tar.gz", "gzip"),
+    ] {
+        let p = dir.join(file);
+        if p.is_file() {
+            return Ok((tool, p));
+        }
+    }
+    bail!("{}: no data.tar.{{xz,zst,gz}} member", pkg.display())
+}
+
+/// Runs `argv` under `/usr/bin/time`, stdout discarded; returns (wall seconds, peak RSS KiB).
+fn timed(sh: &Shell, argv: &[&str]) -> Result<(f64, u64)> {
+    let out = cmd!(sh, "/usr/bin/time -f %e\\ %M {argv...}")
+        .quiet()
+        .ignore_stdout()
+        .ignore_status()
+        .output()
+        .with_context(|| format!("run {}", argv.join(" ")))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && !argv.contains(&"inspect") {
+        bail!("{} failed: {err}", argv.join(" "));
+    }
+    let last = err.lines().last().unwrap_or_default();
+    let mut it = last.split_whitespace();
+    let secs: f64 = it
+        .next()
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("parse /usr/bin/time output {last:?}"))?;
+    let kb: u64 = it
+        .next()
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("parse /usr/bin/time output {last:?}"))?;
+    Ok((secs, kb))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

@@ -1,0 +1,241 @@
+//! `fetch`: kernel packages from the host's package manager (apt on Debian, apk on Alpine), so
+//! the host's mirrors, proxies and keys apply. Downloads land in a temporary directory of the
+//! cache and are renamed into place only once the package manager has verified them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use harness::fixtures::{cache_dir, Flavor};
+use xshell::{cmd, Shell};
+
+#[derive(Subcommand)]
+pub enum Source {
+    /// Download .deb packages with `apt-get download` (default: the host's default kernel flavours)
+    Apt { packages: Vec<String> },
+    /// Download .apk packages with `apk fetch` (default: linux-lts linux-virt)
+    Apk { packages: Vec<String> },
+}
+
+/// Infrastructure is missing (no package manager, no network): exit 69.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Unavailable {}
+
+/// The host distribution family, from /etc/os-release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    Debian,
+    Alpine,
+    Other,
+}
+
+pub fn host() -> Host {
+    let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).map(|v| v.trim_matches('"').to_string()))
+            .unwrap_or_default()
+    };
+    let ids = format!("{} {}", field("ID="), field("ID_LIKE="));
+    if ids.split_whitespace().any(|i| i == "alpine") {
+        Host::Alpine
+    } else if ids
+        .split_whitespace()
+        .any(|i| i == "debian" || i == "ubuntu")
+    {
+        Host::Debian
+    } else {
+        Host::Other
+    }
+}
+
+pub fn run(source: Source) -> Result<()> {
+    let paths = match source {
+        Source::Apt { packages } if packages.is_empty() => host_defaults_apt()?,
+        Source::Apt { packages } => packages
+            .iter()
+            .map(|p| apt_download(p))
+            .collect::<Result<_>>()?,
+        Source::Apk { packages } => {
+            let packages = if packages.is_empty() {
+                Flavor::ALL
+                    .iter()
+                    .map(|f| f.alpine_package().to_string())
+                    .collect()
+            } else {
+                packages
+            };
+            packages
+                .iter()
+                .map(|p| apk_fetch(p))
+                .collect::<Result<_>>()?
+        }
+    };
+    for p in paths {
+        println!("{}", p.display());
+    }
+    Ok(())
+}
+
+/// Fetches the host distribution's default kernel flavours and returns their paths.
+pub fn host_defaults() -> Result<Vec<PathBuf>> {
+    match host() {
+        Host::Debian => host_defaults_apt(),
+        Host::Alpine => Flavor::ALL
+            .iter()
+            .map(|f| {
+                let p = apk_fetch(f.alpine_package())?;
+                record(*f, &p)?;
+                Ok(p)
+            })
+            .collect(),
+        Host::Other => Err(Unavailable(
+            "this host is neither Debian nor Alpine: name packages with `cargo xtask verify --package FILE` \
+             (an Alpine .apk, a Debian .deb, or a directory with boot/ and lib/modules/)"
+                .into(),
+        )
+        .into()),
+    }
+}
+
+fn host_defaults_apt() -> Result<Vec<PathBuf>> {
+    Flavor::ALL
+        .iter()
+        .map(|f| {
+            let name = apt_dependency(f.debian_meta())?;
+            let p = apt_download(&name)?;
+            record(*f, &p)?;
+            Ok(p)
+        })
+        .collect()
+}
+
+/// Remembers where the package of `flavor` is, for the tests (`harness::fixtures::host_kernel`).
+fn record(flavor: Flavor, path: &Path) -> Result<()> {
+    let marker = flavor.marker();
+    let dir = marker.parent().context("marker path has no parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let tmp = marker.with_extension("tmp");
+    std::fs::write(&tmp, format!("{}\n", path.display()))
+        .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &marker)
+        .with_context(|| format!("rename {} into place", tmp.display()))?;
+    Ok(())
+}
+
+/// The kernel image package a Debian meta package depends on (`linux-image-amd64` →
+/// `linux-image-6.1.0-48-amd64`), refreshing the package lists once if needed.
+fn apt_dependency(meta: &str) -> Result<String> {
+    let sh = Shell::new()?;
+    let lookup = |sh: &Shell| -> Option<String> {
+        let out = cmd!(sh, "apt-cache depends {meta}")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .ok()?;
+        out.lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .find(|d| d.starts_with("linux-image-"))
+            .map(str::to_string)
+    };
+    if let Some(d) = lookup(&sh) {
+        return Ok(d);
+    }
+    refresh_apt(&sh)?;
+    lookup(&sh).ok_or_else(|| {
+        Unavailable(format!(
+            "apt knows no package {meta} (is this an amd64 Debian with main enabled?)"
+        ))
+        .into()
+    })
+}
+
+fn refresh_apt(sh: &Shell) -> Result<()> {
+    cmd!(sh, "apt-get update -qq")
+        .quiet()
+        .run()
+        .map_err(|e| Unavailable(format!("apt-get update failed: {e}")).into())
+}
+
+/// `apt-get download NAME` into the cache (apt verifies the file against its signed index).
+pub fn apt_download(name: &str) -> Result<PathBuf> {
+    let sh = Shell::new()?;
+    let dest = cache_dir().join("apt");
+    std::fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
+    // Already fetched? apt names files <name>_<version>_<arch>.deb.
+    let version = cmd!(sh, "apt-cache show --no-all-versions {name}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Version: ").map(str::to_string))
+        });
+    if let Some(v) = &version {
+        let file = dest.join(format!("{name}_{}_amd64.deb", v.replace(':', "%3a")));
+        if file.is_file() {
+            return Ok(file);
+        }
+    } else {
+        refresh_apt(&sh)?;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".fetch-")
+        .tempdir_in(&dest)
+        .with_context(|| format!("create a temporary directory in {}", dest.display()))?;
+    let _cd = sh.push_dir(tmp.path());
+    cmd!(sh, "apt-get download -q {name}")
+        .quiet()
+        .run()
+        .map_err(|e| Unavailable(format!("apt-get download {name} failed: {e}")))?;
+    let got = single_file(tmp.path(), ".deb")?;
+    let final_path = dest.join(got.file_name().context("downloaded file has no name")?);
+    std::fs::rename(&got, &final_path)
+        .with_context(|| format!("move {} into the cache", got.display()))?;
+    Ok(final_path)
+}
+
+/// `apk fetch NAME` into the cache (apk verifies the signature with /etc/apk/keys).
+pub fn apk_fetch(name: &str) -> Result<PathBuf> {
+    let sh = Shell::new()?;
+    let dest = cache_dir().join("apk");
+    std::fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".fetch-")
+        .tempdir_in(&dest)
+        .with_context(|| format!("create a temporary directory in {}", dest.display()))?;
+    let out = tmp.path();
+    cmd!(sh, "apk fetch --quiet --output {out} {name}")
+        .quiet()
+        .run()
+        .map_err(|e| Unavailable(format!("apk fetch {name} failed: {e}")))?;
+    let got = single_file(out, ".apk")?;
+    let final_path = dest.join(got.file_name().context("downloaded file has no name")?);
+    std::fs::rename(&got, &final_path)
+        .with_context(|| format!("move {} into the cache", got.display()))?;
+    Ok(final_path)
+}
+
+fn single_file(dir: &Path, ext: &str) -> Result<PathBuf> {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(ext))
+        .collect();
+    match files.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => bail!(
+            "expected one {ext} file in {}, found {}",
+            dir.display(),
+            files.len()
+        ),
+    }
+}

@@ -1,0 +1,118 @@
+//! `cargo xtask`: btfgate's command line (inspect, verify, fetch, test, bench), a flat match over subcommands.
+
+mod bench;
+mod fetch;
+mod inspect;
+mod report;
+mod test;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes (DESIGN.md): 0 all passed, 1 a check failed, 2 bad usage or input, 69 infrastructure.
+pub const EXIT_FAIL: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+pub const EXIT_INFRA: u8 = 69;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "btfgate: prove a Linux kernel package really delivers BTF"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the static checks on one package (.apk, .deb or directory) and print the evidence
+    Inspect {
+        /// Package file (Alpine APK v2, Debian .deb) or a directory laid out like an installed package
+        path: PathBuf,
+        #[command(flatten)]
+        opts: CheckOpts,
+    },
+    /// Verify packages (default: the host distribution's default kernel flavours, fetched)
+    Verify {
+        /// Package to verify (repeatable); without it, the host's default kernel packages
+        #[arg(long = "package")]
+        packages: Vec<PathBuf>,
+        #[command(flatten)]
+        opts: CheckOpts,
+    },
+    /// Fetch kernel packages with the host's package manager into the cache
+    Fetch {
+        #[command(subcommand)]
+        source: fetch::Source,
+    },
+    /// Install what the tests need, fetch the host kernels, then run `cargo test --workspace`
+    Test {
+        /// Extra arguments passed to `cargo test` after `--`
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks printed as ratios measured in one run
+    Bench {
+        #[command(subcommand)]
+        what: bench::What,
+    },
+}
+
+/// Options shared by `inspect` and `verify`.
+#[derive(Args, Clone)]
+pub struct CheckOpts {
+    /// Print one JSON object per package instead of the table
+    #[arg(long)]
+    json: bool,
+    /// Budget for the bytes BTF costs the package (e.g. 2MiB, 500k)
+    #[arg(long, default_value = "2MiB", value_parser = parse_budget)]
+    budget: u64,
+    /// Directory of trusted APK signing keys
+    #[arg(long, default_value = "/etc/apk/keys")]
+    keys_dir: PathBuf,
+    /// Accept unsigned APKs or ones signed by a key not in --keys-dir
+    #[arg(long)]
+    allow_untrusted: bool,
+}
+
+fn parse_budget(s: &str) -> Result<u64, String> {
+    harness::size::parse_size(s)
+}
+
+impl CheckOpts {
+    fn read_options(&self) -> harness::package::ReadOptions {
+        harness::package::ReadOptions {
+            keys_dir: self.keys_dir.clone(),
+            allow_untrusted: self.allow_untrusted,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Inspect { path, opts } => inspect::run(&[path], &opts),
+        Cmd::Verify { packages, opts } => verify::run(packages, &opts),
+        Cmd::Fetch { source } => fetch::run(source).map(|_| 0),
+        Cmd::Test { args } => test::run(&args),
+        Cmd::Bench { what } => bench::run(what).map(|_| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = if e.downcast_ref::<harness::Error>().is_some() {
+                EXIT_BAD_INPUT
+            } else if e.downcast_ref::<fetch::Unavailable>().is_some() {
+                EXIT_INFRA
+            } else {
+                EXIT_BAD_INPUT
+            };
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Rendering of verdicts: the terminal table and the JSON object.
+
+use std::fmt::Write as _;
+
+use harness::checks::Check;
+use harness::kernel::Kernel;
+use harness::size::{grouped, Breakdown};
+use serde_json::json;
+
+/// The JSON object of one package's verdict.
+pub fn json(k: &Kernel, checks: &[Check]) -> serde_json::Value {
+    let b = Breakdown::of(k);
+    json!({
+        "package": {
+            "path": k.source,
+            "format": k.format,
+            "name": k.meta.name,
+            "version": k.meta.version,
+            "arch": k.meta.arch,
+            "installed_size": k.meta.installed_size,
+            "file_size": k.meta.file_size,
+            "signer": k.meta.signer,
+        },
+        "kernel": {
+            "release": k.release,
+            "image": k.image.as_ref().map(|i| &i.path),
+            "version_string": k.image.as_ref().and_then(|i| i.version_string.as_ref()),
+            "config": k.config.as_ref().map(|c| &c.path),
+            "modules": k.modules.len(),
+            "vmlinux_btf": k.vmlinux_btf().map(|v| json!({
+                "bytes": v.bytes.len(),
+                "types": v.ntypes,
+                "has_task_struct": v.has_task_struct,
+            })),
+        },
+        "checks": checks,
+        "size": b,
+    })
+}
+
+/// The human table: package line, one row per check with its evidence, the size breakdown.
+pub fn table(k: &Kernel, checks: &[Check], budget: u64) -> String {
+    let mut s = String::new();
+    let m = &k.meta;
+    let _ = writeln!(s, "package  {}", k.source.display());
+    let _ = writeln!(
+        s,
+        "         {} {} {} ({:?}, {} bytes{}{})",
+        m.name,
+        m.version,
+        m.arch,
+        k.format,
+        grouped(m.file_size),
+        m.installed_size
+            .map(|i| format!(", installed {}", grouped(i)))
+            .unwrap_or_default(),
+        m.signer
+            .as_ref()
+            .map(|k| format!(", signed by {k}"))
+            .unwrap_or_default(),
+    );
+    let _ = writeln!(
+        s,
+        "kernel   {}",
+        k.release.as_deref().unwrap_or("(release unknown)")
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(s, "{:<18} {:<6} DETAIL", "CHECK", "STATUS");
+    for c in checks {
+        let _ = writeln!(
+            s,
+            "{:<18} {:<6} {}",
+            c.id,
+            c.status.as_str().to_uppercase(),
+            c.detail
+        );
+        for e in &c.evidence {
+            let _ = writeln!(s, "{:<25} {e}", "");
+        }
+    }
+    let b = Breakdown::of(k);
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<34} {:>14} {:>12} {:>14}",
+        "SIZE", "with BTF", "BTF share", "without BTF"
+    );
+    for (what, with, share, without) in b.rows() {
+        let _ = writeln!(
+            s,
+            "{what:<34} {:>14} {:>12} {:>14}",
+            grouped(with),
+            grouped(share),
+            grouped(without)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "BTF cost {} of budget {} (vmlinuz: {}; modules: {})",
+        grouped(b.total),
+        grouped(budget),
+        b.vmlinuz_method,
+        b.modules_method
+    );
+    let _ = writeln!(s);
+    s
+}
