@@ -412,6 +412,103 @@ fn over_budget(f: Flavor) -> R {
     Ok(())
 }
 
+// ---- the same kernel as an Alpine-style APK --------------------------------------------
+
+/// One signing key per test run (RSA key generation is slow).
+fn test_key() -> &'static (harness::package::apk::SigningKey, PathBuf) {
+    static KEY: OnceLock<(harness::package::apk::SigningKey, PathBuf)> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let key =
+            harness::package::apk::SigningKey::generate("btfgate-test.rsa.pub", 2048).unwrap();
+        let keys = work().join("keys");
+        fs::create_dir_all(&keys).unwrap();
+        fs::write(keys.join(&key.name), key.public_pem()).unwrap();
+        (key, keys)
+    })
+}
+
+/// The subset repacked as a signed APK v2 with Alpine's compressed modules (`.ko.gz`, plus one
+/// `.ko.xz` and one `.ko.zst`): every static check reads it like the .deb.
+fn kernel_as_signed_apk(f: Flavor) -> R {
+    let d = copy_subset(f);
+    for (i, ko) in find(d.path(), &|n| n.ends_with(".ko"))
+        .into_iter()
+        .enumerate()
+    {
+        let codec = match i {
+            0 => harness::codec::Codec::Xz,
+            1 => harness::codec::Codec::Zstd,
+            _ => harness::codec::Codec::Gzip,
+        };
+        let raw = fs::read(&ko).unwrap();
+        let ext = match codec {
+            harness::codec::Codec::Xz => "xz",
+            harness::codec::Codec::Zstd => "zst",
+            _ => "gz",
+        };
+        fs::write(
+            ko.with_extension(format!("ko.{ext}")),
+            codec.compress(&raw, true).unwrap(),
+        )
+        .unwrap();
+        fs::remove_file(&ko).unwrap();
+    }
+    let (key, keys) = test_key();
+    let apk = work().join(format!("linux-{}-0-r0.apk", f.name()));
+    let info = [
+        ("pkgname", format!("linux-{}", f.name())),
+        ("pkgver", "6.1.0-r0".to_string()),
+        ("arch", "x86_64".to_string()),
+        ("pkgdesc", "btfgate test kernel".to_string()),
+    ];
+    let info: Vec<(&str, String)> = info.iter().map(|(k, v)| (*k, v.clone())).collect();
+    harness::package::apk::write_apk(d.path(), &info, Some(key), &apk).unwrap();
+    let trusted = ReadOptions {
+        keys_dir: keys.clone(),
+        allow_untrusted: false,
+    };
+    let k = Kernel::load(&apk, &trusted).unwrap();
+    ensure!(
+        k.meta.signer.as_deref() == Some("btfgate-test.rsa.pub"),
+        "signer {:?}",
+        k.meta.signer
+    );
+    ensure!(
+        k.meta.name == format!("linux-{}", f.name()),
+        "name {}",
+        k.meta.name
+    );
+    let checks = run_static(&k);
+    for id in [
+        "kconfig.btf",
+        "vmlinux.btf",
+        "modules.btf",
+        "modules.stripped",
+        "modules.btf_base",
+    ] {
+        expect(&checks, id, Status::Pass)?;
+    }
+    let codecs: std::collections::BTreeSet<_> = k.modules.iter().map(|m| m.codec.name()).collect();
+    ensure!(codecs.len() == 3, "module codecs {codecs:?}");
+    ensure!(
+        k.modules.iter().all(|m| m.btf_cost > 0),
+        "every compressed module's BTF is priced"
+    );
+    // Not trusted without the key.
+    let untrusted = ReadOptions {
+        keys_dir: work().join("no-keys"),
+        allow_untrusted: false,
+    };
+    let e = Kernel::load(&apk, &untrusted)
+        .err()
+        .ok_or("an untrusted APK was read")?;
+    ensure!(
+        matches!(e, Error::Untrusted { .. }) && e.to_string().contains("btfgate-test.rsa.pub"),
+        "{e}"
+    );
+    Ok(())
+}
+
 // ---- bad input ----------------------------------------------------------------------------
 
 fn truncated_deb(f: Flavor) -> R {
@@ -503,6 +600,7 @@ fn main() -> std::process::ExitCode {
         ));
         trials.push(t("control::over_budget_fails", over_budget));
         trials.push(t("bad_input::truncated_deb_is_an_error", truncated_deb));
+        trials.push(t("apk::kernel_as_signed_apk", kernel_as_signed_apk));
     }
     let both: Result<(), String> = host_kernel(Flavor::Generic)
         .and(host_kernel(Flavor::Cloud))

@@ -103,6 +103,7 @@ fn data_member(sh: &Shell, pkg: &Path, dir: &Path) -> Result<(&'static str, Path
     }
     let _cd = sh.push_dir(dir);
     cmd!(sh, "ar x {pkg}")
+        .quiet()
         .run()
         .with_context(|| format!("ar x {}", pkg.display()))?;
     for (file, tool) in [
@@ -120,7 +121,8 @@ fn data_member(sh: &Shell, pkg: &Path, dir: &Path) -> Result<(&'static str, Path
 
 /// Runs `argv` under `/usr/bin/time`, stdout discarded; returns (wall seconds, peak RSS KiB).
 fn timed(sh: &Shell, argv: &[&str]) -> Result<(f64, u64)> {
-    let out = cmd!(sh, "/usr/bin/time -f %e\\ %M {argv...}")
+    let fmt = "%e %M";
+    let out = cmd!(sh, "/usr/bin/time -f {fmt} {argv...}")
         .quiet()
         .ignore_stdout()
         .ignore_status()

@@ -192,7 +192,9 @@ pub fn apt_download(name: &str) -> Result<PathBuf> {
         .tempdir_in(&dest)
         .with_context(|| format!("create a temporary directory in {}", dest.display()))?;
     let _cd = sh.push_dir(tmp.path());
-    cmd!(sh, "apt-get download -q {name}")
+    // apt drops to the _apt user to download unless told otherwise; the temporary directory
+    // is private to root, so download as root (the file is still checked against apt's index).
+    cmd!(sh, "apt-get download -q -o APT::Sandbox::User=root {name}")
         .quiet()
         .run()
         .map_err(|e| Unavailable(format!("apt-get download {name} failed: {e}")))?;
