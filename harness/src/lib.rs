@@ -4,9 +4,13 @@ pub mod checks;
 pub mod codec;
 pub mod error;
 pub mod fixtures;
+pub mod guest;
+pub mod image;
 pub mod kernel;
 pub mod mutate;
 pub mod package;
+pub mod process;
+pub mod qemu;
 pub mod size;
 
 pub use error::{Error, Result};

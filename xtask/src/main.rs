@@ -43,6 +43,8 @@ enum Cmd {
         packages: Vec<PathBuf>,
         #[command(flatten)]
         opts: CheckOpts,
+        #[command(flatten)]
+        rt: verify::RuntimeOpts,
     },
     /// Fetch kernel packages with the host's package manager into the cache
     Fetch {
@@ -96,7 +98,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Inspect { path, opts } => inspect::run(&[path], &opts),
-        Cmd::Verify { packages, opts } => verify::run(packages, &opts),
+        Cmd::Verify { packages, opts, rt } => verify::run(packages, &opts, &rt),
         Cmd::Fetch { source } => fetch::run(source).map(|_| 0),
         Cmd::Test { args } => test::run(&args),
         Cmd::Bench { what } => bench::run(what).map(|_| 0),

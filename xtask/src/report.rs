@@ -105,3 +105,34 @@ pub fn table(k: &Kernel, checks: &[Check], budget: u64) -> String {
     let _ = writeln!(s);
     s
 }
+
+/// The runtime part of the JSON object: accelerator, phases, transcript.
+pub fn runtime_json(r: &harness::guest::Report) -> serde_json::Value {
+    json!({
+        "accel": r.accel.as_ref().map(|c| c.accel.name()),
+        "accel_reason": r.accel.as_ref().map(|c| c.reason.clone()),
+        "phases": r.phases.iter().map(|(p, s)| json!({"phase": p, "seconds": s})).collect::<Vec<_>>(),
+        "transcript": r.transcript,
+    })
+}
+
+/// The runtime summary under the table: accelerator, time per phase, where the transcript is.
+pub fn runtime_table(r: &harness::guest::Report) -> String {
+    let mut s = String::new();
+    if let Some(c) = &r.accel {
+        let _ = writeln!(s, "accelerator {} ({})", c.accel.name(), c.reason);
+    }
+    let total: f64 = r.phases.iter().map(|(_, t)| t).sum();
+    let phases: Vec<String> = r
+        .phases
+        .iter()
+        .map(|(p, t)| format!("{p} {t:.1}s"))
+        .collect();
+    let _ = writeln!(s, "runtime {total:.1}s: {}", phases.join(", "));
+    let _ = writeln!(s, "transcript {}", r.transcript.display());
+    if !r.console_tail.is_empty() {
+        let _ = writeln!(s, "last console lines:\n{}", r.console_tail);
+    }
+    let _ = writeln!(s);
+    s
+}

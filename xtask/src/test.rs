@@ -8,8 +8,30 @@ use xshell::{cmd, Shell};
 use crate::fetch::{self, Host};
 
 /// Host packages the tests and benchmarks use, per distribution.
-const DEBIAN_PACKAGES: &[&str] = &["xz-utils", "lz4", "zstd", "time", "binutils"];
-const ALPINE_PACKAGES: &[&str] = &["xz", "lz4", "zstd", "binutils"];
+const DEBIAN_PACKAGES: &[&str] = &[
+    "xz-utils",
+    "lz4",
+    "zstd",
+    "time",
+    "binutils",
+    "qemu-system-x86",
+    "busybox-static",
+    "bpftrace",
+    "bpftool",
+    "libbpf-tools",
+    "kmod",
+];
+const ALPINE_PACKAGES: &[&str] = &[
+    "xz",
+    "lz4",
+    "zstd",
+    "binutils",
+    "qemu-system-x86_64",
+    "busybox-static",
+    "bpftrace",
+    "bpftool",
+    "kmod",
+];
 
 pub fn run(args: &[String]) -> Result<u8> {
     let sh = Shell::new()?;

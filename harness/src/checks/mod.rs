@@ -1,5 +1,6 @@
 //! Checks are values: a catalogue id, a status and the evidence a maintainer needs to trust it.
 
+pub mod guest;
 pub mod static_;
 
 use serde::Serialize;

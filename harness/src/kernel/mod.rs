@@ -103,6 +103,12 @@ pub struct Module {
     pub btf_cost: u64,
     /// Compressed bytes of the solid container this module's entry spans.
     pub packed_span: Option<u64>,
+    /// sha256 of the module's `.BTF` (what `/sys/kernel/btf/<name>` must equal once loaded).
+    pub btf_sha256: Option<String>,
+    /// `depends=` of `.modinfo`: modules that must be loaded first.
+    pub depends: Vec<String>,
+    /// `softdep=pre:` modules (busybox modprobe ignores these; btfgate loads them itself).
+    pub softdep_pre: Vec<String>,
 }
 
 impl Module {
@@ -375,6 +381,37 @@ impl<'p> Collector<'p> {
     }
 }
 
+/// Hex sha256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// `depends=` and the `pre:` part of `softdep=` from `.modinfo` pairs, names normalized.
+fn module_deps(info: &[(String, String)]) -> (Vec<String>, Vec<String>) {
+    let norm = |s: &str| s.trim().replace('-', "_");
+    let mut depends = Vec::new();
+    let mut pre = Vec::new();
+    for (k, v) in info {
+        match k.as_str() {
+            "depends" => depends.extend(v.split(',').filter(|d| !d.trim().is_empty()).map(norm)),
+            "softdep" => {
+                let mut in_pre = false;
+                for tok in v.split_whitespace() {
+                    match tok {
+                        "pre:" => in_pre = true,
+                        "post:" => in_pre = false,
+                        t if in_pre => pre.push(norm(t)),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (depends, pre)
+}
+
 /// Splits `lib/modules/<release>/<rest>` (also under `usr/`).
 fn modules_path(p: &Path) -> Option<(String, PathBuf)> {
     let p = p.strip_prefix("usr").unwrap_or(p);
@@ -413,6 +450,9 @@ impl Visitor for Collector<'_> {
                 base_fit: None,
                 btf_cost: 0,
                 packed_span: None,
+                btf_sha256: None,
+                depends: Vec::new(),
+                softdep_pre: Vec::new(),
             };
             let elf = if codec == Codec::None {
                 Ok(raw)
@@ -423,8 +463,14 @@ impl Visitor for Collector<'_> {
                 Ok((elf, s)) => {
                     m.elf_size = elf.len() as u64;
                     m.debug = s.debug;
+                    if let Some(range) = s.modinfo {
+                        let (depends, softdep_pre) = module_deps(&elf::modinfo(&elf, range));
+                        m.depends = depends;
+                        m.softdep_pre = softdep_pre;
+                    }
                     if let Some((o, l)) = s.btf {
                         m.btf_len = Some(l as u64);
+                        m.btf_sha256 = Some(sha256_hex(&elf[o..o + l]));
                         let job = Job::Module {
                             idx: self.modules.len(),
                             btf: elf[o..o + l].to_vec(),
@@ -498,5 +544,55 @@ impl Visitor for Collector<'_> {
         }
         self.packed_end = packed_end;
         Ok(())
+    }
+}
+
+impl Kernel {
+    /// Finds a module by its modprobe name.
+    pub fn module(&self, name: &str) -> Option<&Module> {
+        let name = name.replace('-', "_");
+        self.modules.iter().find(|m| m.name() == name)
+    }
+
+    /// The order in which to load `wanted` and everything they need: for each module its
+    /// `softdep pre:` modules (if the package has them; absent softdeps are optional), then its
+    /// `depends=` (which must exist), then itself. Errors name the missing module.
+    pub fn load_order(&self, wanted: &[String]) -> std::result::Result<Vec<&Module>, String> {
+        fn visit<'k>(
+            k: &'k Kernel,
+            name: &str,
+            required_by: Option<&str>,
+            soft: bool,
+            out: &mut Vec<&'k Module>,
+            stack: &mut Vec<String>,
+        ) -> std::result::Result<(), String> {
+            let Some(m) = k.module(name) else {
+                if soft {
+                    return Ok(());
+                }
+                return Err(match required_by {
+                    Some(by) => format!("module {name} (needed by {by}) is not in the package"),
+                    None => format!("module {name} is not in the package"),
+                });
+            };
+            if out.iter().any(|o| std::ptr::eq(*o, m)) || stack.iter().any(|s| s == name) {
+                return Ok(());
+            }
+            stack.push(name.to_string());
+            for d in &m.softdep_pre {
+                visit(k, d, Some(name), true, out, stack)?;
+            }
+            for d in &m.depends {
+                visit(k, d, Some(name), false, out, stack)?;
+            }
+            stack.pop();
+            out.push(m);
+            Ok(())
+        }
+        let mut out = Vec::new();
+        for w in wanted {
+            visit(self, w, None, false, &mut out, &mut Vec::new())?;
+        }
+        Ok(out)
     }
 }

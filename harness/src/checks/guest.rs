@@ -1,0 +1,358 @@
+//! The guest checks (runtime): each runs one or a few shell lines in the booted guest and
+//! compares what the guest shows with what the package holds.
+
+use std::time::Duration;
+
+use super::Check;
+use crate::guest::Prepared;
+use crate::kernel::{sha256_hex, Kernel};
+use crate::qemu::args::Spec;
+use crate::qemu::machine::{Machine, RunError};
+
+pub const BOOT: &str = "guest.boot";
+pub const BTF_VMLINUX: &str = "guest.btf_vmlinux";
+pub const BTF_MODULES: &str = "guest.btf_modules";
+pub const BPFTRACE: &str = "guest.bpftrace";
+pub const BPFTOOL: &str = "guest.bpftool";
+pub const CORE: &str = "guest.core";
+pub const DMESG: &str = "guest.dmesg";
+
+/// Every guest check id, in the order they run.
+pub const IDS: [&str; 7] = [
+    BOOT,
+    BTF_VMLINUX,
+    BTF_MODULES,
+    BPFTRACE,
+    BPFTOOL,
+    CORE,
+    DMESG,
+];
+
+/// What the steps need besides the machine.
+pub struct Runner<'a> {
+    pub prep: &'a Prepared,
+    pub k: &'a Kernel,
+    pub hide_sysfs_btf: bool,
+    pub command: Duration,
+}
+
+type Step = fn(&Runner<'_>, &mut Machine) -> Result<Check, RunError>;
+
+/// The checks after boot, in order.
+pub const STEPS: [(&str, Step); 6] = [
+    (BTF_VMLINUX, btf_vmlinux),
+    (BTF_MODULES, btf_modules),
+    (BPFTRACE, bpftrace),
+    (BPFTOOL, bpftool),
+    (CORE, core),
+    (DMESG, dmesg),
+];
+
+/// All guest checks failed because the guest never reached its prompt.
+pub fn not_booted(e: &RunError) -> Vec<Check> {
+    let mut v = vec![Check::fail(BOOT, e.to_string())
+        .with_evidence(e.tail().lines().map(str::to_string).collect())];
+    for id in &IDS[1..] {
+        v.push(Check::fail(id, "not run: the guest did not boot"));
+    }
+    v
+}
+
+pub fn booted(m: &Machine, spec: &Spec) -> Check {
+    Check::pass(
+        BOOT,
+        format!(
+            "guest {} answered on the console after {:.1} s",
+            m.release, m.boot_secs
+        ),
+    )
+    .with_evidence(vec![
+        format!("accelerator {}, boot {:?}", spec.accel.name(), spec.boot),
+        format!("initramfs {}", spec.initrd.display()),
+        format!("transcript {}", m.transcript.display()),
+    ])
+}
+
+fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
+    out.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+fn btf_vmlinux(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
+    if r.hide_sysfs_btf {
+        m.run(
+            BTF_VMLINUX,
+            "mount -t tmpfs none /sys/kernel/btf",
+            r.command,
+        )?;
+    }
+    let (_, out) = m.run(
+        BTF_VMLINUX,
+        "if [ -e /sys/kernel/btf/vmlinux ]; then echo SIZE $(stat -c %s /sys/kernel/btf/vmlinux); sha256sum /sys/kernel/btf/vmlinux; else echo MISSING; fi",
+        r.command,
+    )?;
+    let Some(stat) = r.k.vmlinux_btf() else {
+        return Ok(Check::fail(
+            BTF_VMLINUX,
+            "the package's vmlinux has no valid .BTF to compare with",
+        ));
+    };
+    let want = sha256_hex(&stat.bytes);
+    if out.contains("MISSING") {
+        return Ok(Check::fail(
+            BTF_VMLINUX,
+            "/sys/kernel/btf/vmlinux does not exist in the guest",
+        ));
+    }
+    let got = out
+        .lines()
+        .find(|l| l.ends_with("/sys/kernel/btf/vmlinux"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("");
+    let size = lines_with(&out, "SIZE ")
+        .first()
+        .map(|l| l[5..].trim().to_string())
+        .unwrap_or_default();
+    let ev = vec![
+        format!("guest: {size} bytes sha256 {got}"),
+        format!("static: {} bytes sha256 {want}", stat.bytes.len()),
+    ];
+    Ok(if got == want {
+        Check::pass(
+            BTF_VMLINUX,
+            format!("/sys/kernel/btf/vmlinux is byte-identical to the static .BTF ({size} bytes)"),
+        )
+        .with_evidence(ev)
+    } else {
+        Check::fail(
+            BTF_VMLINUX,
+            "/sys/kernel/btf/vmlinux differs from the .BTF in the package's vmlinux",
+        )
+        .with_evidence(ev)
+    })
+}
+
+fn btf_modules(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
+    let p = r.prep;
+    let mut ev: Vec<String> = p.missing.clone();
+    if p.load_order.is_empty() && p.missing.is_empty() {
+        return Ok(Check::skip(
+            BTF_MODULES,
+            "no modules to load (the package has none, or none were named)",
+        ));
+    }
+    let order = p.load_order.join(" ");
+    let wanted: Vec<&str> = p.wanted.iter().map(|(n, _)| n.as_str()).collect();
+    let cmd = format!(
+        "for m in {order}; do modprobe $m >/tmp/mp.err 2>&1; echo \"MOD $m $? $(head -c 200 /tmp/mp.err)\"; done; for m in {}; do if [ -e /sys/kernel/btf/$m ]; then sha256sum /sys/kernel/btf/$m; else echo \"NOBTF $m\"; fi; done",
+        wanted.join(" ")
+    );
+    let (_, out) = m.run(BTF_MODULES, &cmd, r.command)?;
+    let mut bad = p.missing.len();
+    for l in lines_with(&out, "MOD ") {
+        let mut it = l.split_whitespace().skip(1);
+        let (name, rc) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+        if rc != "0" {
+            bad += 1;
+            ev.push(format!("modprobe {name} failed: {l}"));
+        }
+    }
+    for (name, want) in &p.wanted {
+        let got = out
+            .lines()
+            .find(|l| l.ends_with(&format!("/sys/kernel/btf/{name}")))
+            .and_then(|l| l.split_whitespace().next());
+        match (got, want) {
+            (Some(g), Some(w)) if g == w => ev.push(format!(
+                "{name}: /sys/kernel/btf/{name} = .BTF of the .ko (sha256 {})",
+                &g[..16]
+            )),
+            (Some(g), Some(w)) => {
+                bad += 1;
+                ev.push(format!(
+                    "{name}: /sys/kernel/btf/{name} sha256 {g} differs from the .ko's .BTF {w}"
+                ));
+            }
+            (Some(_), None) => {
+                bad += 1;
+                ev.push(format!(
+                    "{name}: the .ko has no .BTF but the kernel exports one"
+                ));
+            }
+            (None, _) => {
+                bad += 1;
+                ev.push(format!(
+                    "{name}: /sys/kernel/btf/{name} missing after modprobe"
+                ));
+            }
+        }
+    }
+    Ok(if bad == 0 {
+        Check::pass(
+            BTF_MODULES,
+            format!("{} modules loaded ({} with deps); each /sys/kernel/btf/<mod> equals its .ko's .BTF", p.wanted.len(), p.load_order.len()),
+        )
+        .with_evidence(ev)
+    } else {
+        Check::fail(
+            BTF_MODULES,
+            format!("{bad} problem(s) loading modules or matching their BTF"),
+        )
+        .with_evidence(ev)
+    })
+}
+
+fn bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
+    let overlay = r.prep.load_order.iter().any(|n| n == "overlay");
+    let mut prog = String::from(
+        "BEGIN { printf(\"SIZEOF %d\\n\", sizeof(struct task_struct)); } kfunc:vmlinux:vfs_read { @vfs_read = 1; }",
+    );
+    let mut done = String::from("@vfs_read == 1");
+    if overlay {
+        prog.push_str(" kfunc:overlay:ovl_fill_super { @ovl_fill_super = 1; }");
+        done.push_str(" && @ovl_fill_super == 1");
+    }
+    prog.push_str(&format!(" interval:ms:200 {{ if ({done}) {{ exit(); }} }}"));
+    // busybox cat uses sendfile; read/dd call vfs_read. Mounting overlay calls ovl_fill_super.
+    let workload = "mkdir -p /tmp/ol/l /tmp/ol/u /tmp/ol/w /tmp/ol/m; (while :; do read x < /proc/version; dd if=/proc/version of=/dev/null 2>/dev/null; mount -t overlay ov -o lowerdir=/tmp/ol/l,upperdir=/tmp/ol/u,workdir=/tmp/ol/w /tmp/ol/m 2>/dev/null && umount /tmp/ol/m; sleep 0.3; done) & W=$!";
+    let limit = r.command.as_secs().saturating_sub(10).max(10);
+    let cmd = format!(
+        "H=$(ls -d /usr/include/linux /usr/src/linux* /lib/modules/*/build 2>/dev/null); echo \"HEADERS [$H]\"; {workload}; timeout -s INT {limit} bpftrace -e '{prog}' 2>&1; echo \"BT_RC $?\"; kill $W; bpftrace -lv kfunc:vmlinux:vfs_read 2>&1; echo \"LV_RC $?\""
+    );
+    let (_, out) = m.run(BPFTRACE, &cmd, r.command + Duration::from_secs(30))?;
+    let mut ev = Vec::new();
+    let mut bad = Vec::new();
+    let headers = lines_with(&out, "HEADERS [")
+        .first()
+        .copied()
+        .unwrap_or("HEADERS [?]");
+    if headers != "HEADERS []" {
+        bad.push(format!("kernel headers present in the guest: {headers}"));
+    }
+    match lines_with(&out, "SIZEOF ")
+        .first()
+        .and_then(|l| l[7..].trim().parse::<u64>().ok())
+    {
+        Some(n) if n > 0 => ev.push(format!(
+            "sizeof(struct task_struct) = {n} from BTF, no headers"
+        )),
+        _ => bad.push("sizeof(struct task_struct) did not resolve".into()),
+    }
+    if out.contains("@vfs_read: 1") {
+        ev.push("kfunc:vmlinux:vfs_read attached and fired".into());
+    } else {
+        bad.push("kfunc:vmlinux:vfs_read did not fire".into());
+    }
+    if overlay {
+        if out.contains("@ovl_fill_super: 1") {
+            ev.push("kfunc:overlay:ovl_fill_super (a loaded module) attached and fired".into());
+        } else {
+            bad.push("kfunc:overlay:ovl_fill_super in the loaded module did not fire".into());
+        }
+    } else {
+        bad.push("the package has no overlay module to attach a module kfunc to".into());
+    }
+    if out.contains("struct file * file") && out.contains("size_t count") {
+        ev.push(
+            "bpftrace -lv lists vfs_read's arguments (struct file * file, ..., size_t count)"
+                .into(),
+        );
+    } else {
+        bad.push("bpftrace -lv kfunc:vmlinux:vfs_read did not list the arguments".into());
+    }
+    for l in out
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("error:"))
+        .take(5)
+    {
+        ev.push(format!("bpftrace: {}", l.trim()));
+    }
+    Ok(if bad.is_empty() {
+        Check::pass(BPFTRACE, "bpftrace resolves types, attaches and fires kfuncs (vmlinux and module) and lists args, with no headers")
+            .with_evidence(ev)
+    } else {
+        let detail = bad.join("; ");
+        ev.extend(bad);
+        Check::fail(BPFTRACE, detail).with_evidence(ev)
+    })
+}
+
+fn bpftool(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
+    let (_, out) = m.run(
+        BPFTOOL,
+        "bpftool btf dump file /sys/kernel/btf/vmlinux format c > /tmp/vmlinux.h 2>/tmp/bpftool.err; echo \"BPFTOOL_RC $?\"; echo \"TASK_STRUCT $(grep -c '^struct task_struct {' /tmp/vmlinux.h)\"; echo \"BYTES $(wc -c < /tmp/vmlinux.h)\"; head -c 300 /tmp/bpftool.err",
+        r.command,
+    )?;
+    let rc = lines_with(&out, "BPFTOOL_RC ")
+        .first()
+        .map(|l| l[11..].trim().to_string())
+        .unwrap_or_default();
+    let ts = lines_with(&out, "TASK_STRUCT ")
+        .first()
+        .map(|l| l[12..].trim().to_string())
+        .unwrap_or_default();
+    let bytes = lines_with(&out, "BYTES ")
+        .first()
+        .map(|l| l[6..].trim().to_string())
+        .unwrap_or_default();
+    let ev: Vec<String> = out
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    Ok(if rc == "0" && ts == "1" {
+        Check::pass(
+            BPFTOOL,
+            format!("bpftool dumped a {bytes}-byte vmlinux.h defining struct task_struct"),
+        )
+    } else {
+        Check::fail(
+            BPFTOOL,
+            format!("bpftool btf dump: rc {rc}, struct task_struct definitions {ts}"),
+        )
+        .with_evidence(ev)
+    })
+}
+
+fn core(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
+    let (_, out) = m.run(
+        CORE,
+        "execsnoop > /tmp/es.out 2>&1 & E=$!; i=0; while [ $i -lt 40 ] && kill -0 $E 2>/dev/null; do /bin/true; grep -q '^true ' /tmp/es.out && break; sleep 0.5; i=$((i+1)); done; kill -INT $E 2>/dev/null; wait $E; echo \"CORE_RC $?\"; head -c 1500 /tmp/es.out",
+        r.command,
+    )?;
+    let events: Vec<&str> = out.lines().filter(|l| l.starts_with("true ")).collect();
+    let ev: Vec<String> = out
+        .lines()
+        .filter(|l| !l.is_empty())
+        .take(12)
+        .map(str::to_string)
+        .collect();
+    Ok(if !events.is_empty() {
+        Check::pass(
+            CORE,
+            format!(
+                "execsnoop (libbpf-tools, CO-RE, copied unchanged) reported: {}",
+                events[0].trim()
+            ),
+        )
+    } else {
+        Check::fail(CORE, "execsnoop (CO-RE) reported no event").with_evidence(ev)
+    })
+}
+
+fn dmesg(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
+    let (_, out) = m.run(
+        DMESG,
+        "dmesg | grep -E 'failed to validate module|BTF: .*[Ii]nvalid|BPF: .*[Ii]nvalid|WARNING:|BUG:|Oops|Call Trace|general protection' | head -20; echo DMESG_DONE",
+        r.command,
+    )?;
+    let hits: Vec<String> = out
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with("DMESG_DONE"))
+        .map(str::to_string)
+        .collect();
+    Ok(if hits.is_empty() {
+        Check::pass(DMESG, "no BTF errors, WARN, BUG or Oops in dmesg")
+    } else {
+        Check::fail(DMESG, format!("{} suspicious dmesg line(s)", hits.len())).with_evidence(hits)
+    })
+}

@@ -1,0 +1,61 @@
+//! Choosing the accelerator: KVM only if it really works (here `/dev/kvm` exists but QEMU
+//! aborts with "failed to set MSR" or hangs), proven by a short real boot; TCG otherwise.
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use super::args::{Accel, Spec};
+use super::machine::{Deadlines, Machine};
+
+/// The accelerator chosen and why.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    pub accel: Accel,
+    pub reason: String,
+}
+
+/// Probes KVM once per process by booting `spec` (a small image) with it under a short
+/// deadline; falls back to TCG with the reason.
+pub fn probe(qemu: &Path, spec: &Spec, dir: &Path) -> Choice {
+    static CHOICE: OnceLock<Choice> = OnceLock::new();
+    CHOICE
+        .get_or_init(|| probe_uncached(qemu, spec, dir))
+        .clone()
+}
+
+fn probe_uncached(qemu: &Path, spec: &Spec, dir: &Path) -> Choice {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        return Choice {
+            accel: Accel::Tcg,
+            reason: "/dev/kvm cannot be opened read-write; using TCG".into(),
+        };
+    }
+    let mut kvm = spec.clone();
+    kvm.accel = Accel::Kvm;
+    let probe_dir = dir.join("kvm-probe");
+    let _ = std::fs::create_dir_all(&probe_dir);
+    let d = Deadlines {
+        boot: Duration::from_secs(20),
+        command: Duration::from_secs(10),
+        total: Duration::from_secs(30),
+    };
+    match Machine::boot(qemu, &kvm, &probe_dir, &d) {
+        Ok(m) => {
+            m.shutdown();
+            Choice {
+                accel: Accel::Kvm,
+                reason: "KVM booted the probe kernel".into(),
+            }
+        }
+        Err(e) => Choice {
+            accel: Accel::Tcg,
+            reason: format!("/dev/kvm exists but KVM does not work here ({e}); using TCG"),
+        },
+    }
+}

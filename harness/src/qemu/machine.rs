@@ -1,0 +1,305 @@
+//! One QEMU process and its serial console, driven with rexpect over pipes. Every phase has a
+//! deadline; a kernel panic ends the run at once; the full transcript goes to the trial
+//! directory; the process group is killed on every path (Drop included).
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ChildStdin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rexpect::reader::{Options, Regex};
+use rexpect::session::StreamSession;
+use rexpect::ReadUntil;
+
+use super::args::{argv, Spec};
+use crate::process::{Output, Process};
+
+/// Deadlines of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// QEMU start to the init's ready marker.
+    pub boot: Duration,
+    /// Default for one guest command.
+    pub command: Duration,
+    /// The whole run, boot included.
+    pub total: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        // Scaled for TCG on a loaded 2-core host (a quiet boot takes 4-15 s there).
+        Deadlines {
+            boot: Duration::from_secs(120),
+            command: Duration::from_secs(120),
+            total: Duration::from_secs(900),
+        }
+    }
+}
+
+/// How a run ended when it did not end well.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("qemu could not start: {0}")]
+    Start(String),
+    #[error("kernel panic during {phase} after {:.1} s", .after.as_secs_f64())]
+    Panic {
+        phase: String,
+        after: Duration,
+        tail: String,
+    },
+    #[error("TIMEOUT in phase {phase} after {:.1} s", .after.as_secs_f64())]
+    Timeout {
+        phase: String,
+        after: Duration,
+        tail: String,
+    },
+    #[error("qemu exited during {phase} ({status}){}", if .stderr.is_empty() { String::new() } else { format!(": {}", .stderr) })]
+    Exited {
+        phase: String,
+        status: String,
+        stderr: String,
+        tail: String,
+    },
+    #[error("console: {0}")]
+    Console(String),
+}
+
+impl RunError {
+    /// The last console lines, for the report.
+    pub fn tail(&self) -> &str {
+        match self {
+            RunError::Panic { tail, .. }
+            | RunError::Timeout { tail, .. }
+            | RunError::Exited { tail, .. } => tail,
+            _ => "",
+        }
+    }
+}
+
+/// Console bytes are copied to the transcript as they are read.
+struct Tee<R> {
+    inner: R,
+    log: Arc<Mutex<BufWriter<File>>>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut log) = self.log.lock() {
+            let _ = log.write_all(&buf[..n]);
+            if buf[..n].contains(&b'\n') {
+                let _ = log.flush();
+            }
+        }
+        Ok(n)
+    }
+}
+
+const READY: &str = r"@@BTFGATE-READY ([^@]*)@@";
+const RC: &str = r"@@BTFGATE-RC (\d+)@@";
+const PANIC: &str = "Kernel panic - not syncing";
+
+/// A booted guest at its command loop.
+pub struct Machine {
+    proc: Process,
+    session: StreamSession<ChildStdin>,
+    log: Arc<Mutex<BufWriter<File>>>,
+    pub transcript: PathBuf,
+    stderr_log: PathBuf,
+    started: Instant,
+    total: Instant,
+    /// `uname -r` reported by the guest.
+    pub release: String,
+    /// Seconds from QEMU start to the ready marker.
+    pub boot_secs: f64,
+}
+
+fn regex(s: &str) -> Result<Regex, RunError> {
+    Regex::new(s).map_err(|e| RunError::Console(format!("bad pattern {s}: {e}")))
+}
+
+impl Machine {
+    /// Starts QEMU with `spec`, writing `console.log` and `qemu.stderr` into `dir`, and waits
+    /// for the init's ready marker.
+    pub fn boot(qemu: &Path, spec: &Spec, dir: &Path, d: &Deadlines) -> Result<Machine, RunError> {
+        let transcript = dir.join("console.log");
+        let stderr_log = dir.join("qemu.stderr");
+        let args = argv(spec);
+        let _ = std::fs::write(
+            dir.join("qemu.cmdline"),
+            format!("{} {}\n", qemu.display(), args.join(" ")),
+        );
+        let mut proc = Process::spawn(qemu, &args, true, Output::Pipe, Output::File(&stderr_log))
+            .map_err(|e| RunError::Start(e.to_string()))?;
+        let (Some(stdin), Some(stdout)) = (proc.take_stdin(), proc.take_stdout()) else {
+            return Err(RunError::Start("qemu has no stdio pipes".into()));
+        };
+        let file = File::create(&transcript)
+            .map_err(|e| RunError::Start(format!("create {}: {e}", transcript.display())))?;
+        let log = Arc::new(Mutex::new(BufWriter::new(file)));
+        let tee = Tee {
+            inner: stdout,
+            log: log.clone(),
+        };
+        // rexpect's own timeout is a polling slice; btfgate's deadlines are enforced around it.
+        let opts = Options::new()
+            .timeout_ms(Some(250))
+            .strip_ansi_escape_codes(true);
+        let session = StreamSession::new(tee, stdin, opts);
+        let now = Instant::now();
+        let mut m = Machine {
+            proc,
+            session,
+            log,
+            transcript,
+            stderr_log,
+            started: now,
+            total: now + d.total,
+            release: String::new(),
+            boot_secs: 0.0,
+        };
+        let (_, marker) = m.expect(READY, "boot", now + d.boot)?;
+        m.release = regex(READY)?
+            .captures(&marker)
+            .and_then(|c| c.get(1))
+            .map(|g| g.as_str().to_string())
+            .unwrap_or_default();
+        m.boot_secs = now.elapsed().as_secs_f64();
+        Ok(m)
+    }
+
+    /// Waits for `pattern` until `deadline` (and the run's total deadline), watching for a
+    /// kernel panic and for QEMU exiting. Returns (text before, matched text).
+    fn expect(
+        &mut self,
+        pattern: &str,
+        phase: &str,
+        deadline: Instant,
+    ) -> Result<(String, String), RunError> {
+        let re = regex(pattern)?;
+        let deadline = deadline.min(self.total);
+        loop {
+            let needles = vec![
+                ReadUntil::Regex(re.clone()),
+                ReadUntil::String(PANIC.to_string()),
+                ReadUntil::EOF,
+            ];
+            match self.session.exp_any(needles) {
+                Ok((before, matched)) if matched.contains(PANIC) => {
+                    // Let the panic message finish printing, then report it.
+                    std::thread::sleep(Duration::from_millis(300));
+                    let _ = self.session.exp_any(vec![ReadUntil::NBytes(1 << 20)]);
+                    let _ = before;
+                    return Err(RunError::Panic {
+                        phase: phase.to_string(),
+                        after: self.started.elapsed(),
+                        tail: self.tail(40),
+                    });
+                }
+                Ok((before, matched)) if re.is_match(&matched) => return Ok((before, matched)),
+                Ok(_) => return Err(self.exited(phase)),
+                Err(rexpect::error::Error::EOF { .. }) => return Err(self.exited(phase)),
+                Err(rexpect::error::Error::Timeout { .. }) => {
+                    if let Ok(Some(_)) = self.proc.try_status() {
+                        return Err(self.exited(phase));
+                    }
+                    if Instant::now() >= deadline {
+                        self.proc.kill();
+                        return Err(RunError::Timeout {
+                            phase: phase.to_string(),
+                            after: self.started.elapsed(),
+                            tail: self.tail(40),
+                        });
+                    }
+                }
+                Err(e) => return Err(RunError::Console(e.to_string())),
+            }
+        }
+    }
+
+    fn exited(&mut self, phase: &str) -> RunError {
+        let status = match self
+            .proc
+            .wait_until(Instant::now() + Duration::from_secs(5))
+        {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        };
+        let stderr = std::fs::read_to_string(&self.stderr_log)
+            .map(|s| {
+                s.lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            })
+            .unwrap_or_default();
+        RunError::Exited {
+            phase: phase.to_string(),
+            status,
+            stderr,
+            tail: self.tail(40),
+        }
+    }
+
+    /// Runs one shell command line in the guest; returns its exit status and output.
+    pub fn run(
+        &mut self,
+        phase: &str,
+        cmd: &str,
+        timeout: Duration,
+    ) -> Result<(i32, String), RunError> {
+        if cmd.contains('\n') {
+            return Err(RunError::Console("guest commands are single lines".into()));
+        }
+        if let Ok(mut log) = self.log.lock() {
+            let _ = writeln!(log, "\n[btfgate host] {phase}: {cmd}");
+        }
+        self.session
+            .send_line(cmd)
+            .map_err(|e| RunError::Console(format!("send to the console: {e}")))?;
+        let (before, marker) = self.expect(RC, phase, Instant::now() + timeout)?;
+        let rc = regex(RC)?
+            .captures(&marker)
+            .and_then(|c| c.get(1))
+            .and_then(|g| g.as_str().parse().ok())
+            .unwrap_or(-1);
+        Ok((rc, before.replace('\r', "")))
+    }
+
+    /// Powers the guest off and waits for QEMU to exit (killing it if it does not).
+    pub fn shutdown(mut self) {
+        let _ = self.session.send_line("poweroff -f");
+        let _ = self
+            .proc
+            .wait_until(Instant::now() + Duration::from_secs(10));
+    }
+
+    /// The last `n` lines of the console transcript.
+    pub fn tail(&self, n: usize) -> String {
+        if let Ok(mut log) = self.log.lock() {
+            let _ = log.flush();
+        }
+        tail_of(&self.transcript, n)
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn qemu_pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}
+
+/// The last `n` lines of a file.
+pub fn tail_of(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

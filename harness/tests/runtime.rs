@@ -1,0 +1,235 @@
+//! Runtime checks: real Debian kernels booted in QEMU pass every guest check, and the guest
+//! checks FAIL when the guest cannot provide them (a module the package lacks, BTF hidden from
+//! the sysfs/libbpf path, a forced kernel panic, a hung init). No QEMU survives any trial.
+//! Trials needing qemu, the guest tools or a fetched kernel are listed as ignored with the reason.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use harness::checks::{Check, Status};
+use harness::fixtures::{host_kernel, needs, Flavor};
+use harness::guest::{self, Params, Report};
+use harness::image::Recipe;
+use harness::kernel::Kernel;
+use harness::package::ReadOptions;
+use harness::qemu::args::Accel;
+use harness::qemu::machine::Deadlines;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+type R = Result<(), Failed>;
+
+static WORK: OnceLock<std::path::PathBuf> = OnceLock::new();
+
+fn kernel(f: Flavor) -> &'static Kernel {
+    static K: [OnceLock<Kernel>; 2] = [OnceLock::new(), OnceLock::new()];
+    K[f as usize]
+        .get_or_init(|| Kernel::load(&host_kernel(f).unwrap(), &ReadOptions::default()).unwrap())
+}
+
+fn recipe() -> Recipe {
+    Recipe::builtin("btf").unwrap()
+}
+
+/// Runs the runtime verification in a fresh trial directory and proves no QEMU is left.
+fn run(f: Flavor, name: &str, params: Params) -> Result<Report, Failed> {
+    let dir = WORK.get().unwrap().join(format!("{name}-{}", f.name()));
+    let r = guest::verify(kernel(f), &recipe(), &params, &ReadOptions::default(), &dir)?;
+    let left = guest::processes_matching(&guest::qemu_name(&dir));
+    if !left.is_empty() {
+        return Err(format!("qemu processes survived the trial: {left:?}").into());
+    }
+    Ok(r)
+}
+
+fn status(r: &Report, id: &str) -> Result<(Status, String), Failed> {
+    let c: &Check = r
+        .checks
+        .iter()
+        .find(|c| c.id == id)
+        .ok_or(format!("no {id} in the report"))?;
+    Ok((
+        c.status,
+        format!(
+            "{}: {:?} {}\n{}",
+            c.id,
+            c.status,
+            c.detail,
+            c.evidence.join("\n")
+        ),
+    ))
+}
+
+fn expect(r: &Report, id: &str, want: Status) -> R {
+    let (s, text) = status(r, id)?;
+    if s != want {
+        return Err(format!(
+            "expected {want:?}; {text}\nconsole tail:\n{}\ntranscript {}",
+            r.console_tail,
+            r.transcript.display()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn tcg() -> Params {
+    // Forced here so every trial does not pay the probe; the probe has its own trial.
+    Params {
+        accel: Some(Accel::Tcg),
+        ..Params::default()
+    }
+}
+
+fn all_pass(f: Flavor) -> R {
+    let r = run(f, "all-pass", tcg())?;
+    for id in harness::checks::guest::IDS {
+        expect(&r, id, Status::Pass)?;
+    }
+    Ok(())
+}
+
+fn missing_module(f: Flavor) -> R {
+    let p = Params {
+        modules: Some(vec!["dummy".into(), "btfgate_no_such_module".into()]),
+        ..tcg()
+    };
+    let r = run(f, "missing-module", p)?;
+    expect(&r, "guest.btf_modules", Status::Fail)?;
+    let (_, text) = status(&r, "guest.btf_modules")?;
+    if !text.contains("btfgate_no_such_module is not in the package") {
+        return Err(format!("failure does not name the module: {text}").into());
+    }
+    expect(&r, "guest.btf_vmlinux", Status::Pass)
+}
+
+fn hidden_sysfs_btf(f: Flavor) -> R {
+    let p = Params {
+        hide_sysfs_btf: true,
+        modules: Some(vec!["dummy".into()]),
+        ..tcg()
+    };
+    let r = run(f, "hidden-btf", p)?;
+    expect(&r, "guest.btf_vmlinux", Status::Fail)?;
+    expect(&r, "guest.bpftool", Status::Fail)?;
+    expect(&r, "guest.core", Status::Fail)?;
+    // bpftrace loads kernel BTF through the bpf() syscall, not sysfs (FACTS.md §4): it still works.
+    expect(&r, "guest.bpftrace", Status::Pass)
+}
+
+fn forced_panic(f: Flavor) -> R {
+    let t0 = Instant::now();
+    let p = Params {
+        append: vec!["rdinit=/btfgate/no/such/init".into()],
+        ..tcg()
+    };
+    let r = run(f, "panic", p)?;
+    expect(&r, "guest.boot", Status::Fail)?;
+    let (_, text) = status(&r, "guest.boot")?;
+    if !text.contains("kernel panic") || !text.contains("Kernel panic") {
+        return Err(format!("panic not reported as such, with its console tail: {text}").into());
+    }
+    for id in &harness::checks::guest::IDS[1..] {
+        expect(&r, id, Status::Fail)?;
+    }
+    if t0.elapsed() > Duration::from_secs(90) {
+        return Err(format!("a panic took {:?} to end the run", t0.elapsed()).into());
+    }
+    Ok(())
+}
+
+fn hung_init(f: Flavor) -> R {
+    let t0 = Instant::now();
+    let p = Params {
+        // busybox as init runs the applet named by the arguments after "--": sleep forever.
+        append: vec![
+            "rdinit=/bin/busybox".into(),
+            "--".into(),
+            "sleep".into(),
+            "100000".into(),
+        ],
+        deadlines: Deadlines {
+            boot: Duration::from_secs(25),
+            ..Deadlines::default()
+        },
+        ..tcg()
+    };
+    let r = run(f, "hung", p)?;
+    expect(&r, "guest.boot", Status::Fail)?;
+    let (_, text) = status(&r, "guest.boot")?;
+    if !text.contains("TIMEOUT in phase boot") {
+        return Err(format!("a hung init must end as a TIMEOUT naming the phase: {text}").into());
+    }
+    if t0.elapsed() > Duration::from_secs(60) {
+        return Err(format!("the hung trial took {:?}", t0.elapsed()).into());
+    }
+    Ok(())
+}
+
+fn kvm_probe_falls_back(f: Flavor) -> R {
+    let p = Params {
+        modules: Some(vec!["dummy".into()]),
+        ..Params::default()
+    };
+    let r = run(f, "probe", p)?;
+    let c = r.accel.as_ref().ok_or("no accelerator choice reported")?;
+    if c.reason.is_empty() {
+        return Err("the accelerator choice gives no reason".into());
+    }
+    expect(&r, "guest.boot", Status::Pass)
+}
+
+fn main() -> std::process::ExitCode {
+    let mut args = Arguments::from_args();
+    // One VM at a time: two TCG guests with two vCPUs each saturate a 2-core host.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(1);
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("btfgate-runtime-")
+        .tempdir()
+        .unwrap();
+    WORK.set(scratch.path().to_path_buf()).unwrap();
+    let tools: Result<(), String> = Recipe::builtin("btf").and_then(|r| {
+        let m = guest::missing_host_tools(&r);
+        if m.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "runtime tools missing: {} (cargo xtask test installs them)",
+                m.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
+    });
+    let mut trials = Vec::new();
+    for f in Flavor::ALL {
+        let need = host_kernel(f).map(|_| ()).and(tools.clone());
+        let n = f.name();
+        let t = |name: &str, run: fn(Flavor) -> R| {
+            needs(Trial::test(format!("{name}::{n}"), move || run(f)), &need)
+        };
+        trials.push(t("runtime::all_guest_checks_pass", all_pass));
+        if f == Flavor::Cloud {
+            // The controls boot the faster (lz4) kernel.
+            trials.push(t("runtime::control::missing_module_fails", missing_module));
+            trials.push(t(
+                "runtime::control::hidden_sysfs_btf_fails",
+                hidden_sysfs_btf,
+            ));
+            trials.push(t(
+                "runtime::control::forced_panic_ends_the_run",
+                forced_panic,
+            ));
+            trials.push(t("runtime::control::hung_init_times_out", hung_init));
+            trials.push(t(
+                "runtime::kvm_probe_reports_its_choice",
+                kvm_probe_falls_back,
+            ));
+        }
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(scratch);
+    conclusion.exit_code()
+}
