@@ -13,6 +13,15 @@ use xshell::{cmd, Shell};
 
 #[derive(Subcommand)]
 pub enum What {
+    /// The whole runtime verdict for one kernel, per phase, next to the bare boot floor
+    Runtime {
+        /// Package to boot (default: the host's cloud-like kernel, fetched)
+        #[arg(long = "package")]
+        package: Option<PathBuf>,
+        /// Accelerator (default tcg: what CI machines here have)
+        #[arg(long, default_value = "tcg")]
+        accel: String,
+    },
     /// inspect time vs decompression time, and peak memory, for the host kernel packages
     Static {
         /// Rounds per measurement (medians are printed)
@@ -31,6 +40,7 @@ const TARGET_RSS_KB: u64 = 300 * 1000;
 pub fn run(what: What) -> Result<()> {
     match what {
         What::Static { rounds, packages } => bench_static(rounds, packages),
+        What::Runtime { package, accel } => bench_runtime(package, &accel),
     }
 }
 
@@ -148,4 +158,63 @@ fn timed(sh: &Shell, argv: &[&str]) -> Result<(f64, u64)> {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Target: the runtime verdict of the cloud kernel within 4× the bare boot floor.
+const TARGET_RUNTIME_RATIO: f64 = 4.0;
+
+fn bench_runtime(package: Option<PathBuf>, accel: &str) -> Result<()> {
+    use harness::qemu::args::Accel;
+    let accel = match accel {
+        "tcg" => Accel::Tcg,
+        "kvm" => Accel::Kvm,
+        other => bail!("--accel {other}: expected kvm or tcg"),
+    };
+    let pkg = match package {
+        Some(p) => p,
+        None => {
+            crate::fetch::host_defaults()?;
+            host_kernel(Flavor::Cloud).map_err(anyhow::Error::msg)?
+        }
+    };
+    let opts = harness::package::ReadOptions::default();
+    let kernel = harness::kernel::Kernel::load(&pkg, &opts)?;
+    let recipe = harness::image::Recipe::builtin("btf").map_err(anyhow::Error::msg)?;
+    let scratch = tempfile::tempdir().context("create a scratch directory")?;
+    let params = harness::guest::Params {
+        accel: Some(accel),
+        ..harness::guest::Params::default()
+    };
+    // Warm the caches (unpacked kernel, image) so both sides measure booting, not building.
+    let warm = harness::guest::verify(&kernel, &recipe, &params, &opts, &scratch.path().join("warm"))
+        .map_err(anyhow::Error::msg)?;
+    let floor = harness::guest::boot_floor(&kernel, &recipe, accel, &opts, &scratch.path().join("floor"))
+        .map_err(anyhow::Error::msg)?;
+    let t0 = std::time::Instant::now();
+    let rep = harness::guest::verify(&kernel, &recipe, &params, &opts, &scratch.path().join("run"))
+        .map_err(anyhow::Error::msg)?;
+    let total = t0.elapsed().as_secs_f64();
+    drop(warm);
+    let failed: Vec<&str> = rep
+        .checks
+        .iter()
+        .filter(|c| c.status != harness::checks::Status::Pass)
+        .map(|c| c.id)
+        .collect();
+    println!("kernel {} ({}), accelerator {}", kernel.release.as_deref().unwrap_or("?"), pkg.display(), accel.name());
+    println!("{:<22} {:>8}", "phase", "seconds");
+    for (p, s) in &rep.phases {
+        println!("{p:<22} {s:>8.2}");
+    }
+    println!("{:<22} {total:>8.2}", "runtime verdict");
+    println!("{:<22} {floor:>8.2}", "bare boot floor");
+    let ratio = total / floor;
+    println!(
+        "ratio {ratio:.2}x (target <= {TARGET_RUNTIME_RATIO}x): {}",
+        if ratio <= TARGET_RUNTIME_RATIO { "met" } else { "MISSED" }
+    );
+    if !failed.is_empty() {
+        bail!("guest checks did not pass: {}", failed.join(", "));
+    }
+    Ok(())
 }

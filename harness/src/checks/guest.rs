@@ -77,14 +77,22 @@ fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
     out.lines().filter(|l| l.starts_with(prefix)).collect()
 }
 
+/// Runs before the checks: hides sysfs BTF for the control, then starts the bpftool dump in
+/// the background so that it overlaps with the module and bpftrace checks (its result is read
+/// by the bpftool check).
+pub fn setup(r: &Runner<'_>, m: &mut Machine) -> Result<(), RunError> {
+    let hide = if r.hide_sysfs_btf { "mount -t tmpfs none /sys/kernel/btf; " } else { "" };
+    m.run(
+        "setup",
+        &format!(
+            "{hide}(bpftool btf dump file /sys/kernel/btf/vmlinux format c > /tmp/vmlinux.h 2>/tmp/bpftool.err; echo $? > /tmp/bpftool.rc) & BPFTOOL_PID=$!"
+        ),
+        r.command,
+    )?;
+    Ok(())
+}
+
 fn btf_vmlinux(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
-    if r.hide_sysfs_btf {
-        m.run(
-            BTF_VMLINUX,
-            "mount -t tmpfs none /sys/kernel/btf",
-            r.command,
-        )?;
-    }
     let (_, out) = m.run(
         BTF_VMLINUX,
         "if [ -e /sys/kernel/btf/vmlinux ]; then echo SIZE $(stat -c %s /sys/kernel/btf/vmlinux); sha256sum /sys/kernel/btf/vmlinux; else echo MISSING; fi",
@@ -216,7 +224,7 @@ fn bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
     let workload = "mkdir -p /tmp/ol/l /tmp/ol/u /tmp/ol/w /tmp/ol/m; (while :; do read x < /proc/version; dd if=/proc/version of=/dev/null 2>/dev/null; mount -t overlay ov -o lowerdir=/tmp/ol/l,upperdir=/tmp/ol/u,workdir=/tmp/ol/w /tmp/ol/m 2>/dev/null && umount /tmp/ol/m; sleep 0.3; done) & W=$!";
     let limit = r.command.as_secs().saturating_sub(10).max(10);
     let cmd = format!(
-        "H=$(ls -d /usr/include/linux /usr/src/linux* /lib/modules/*/build 2>/dev/null); echo \"HEADERS [$H]\"; {workload}; timeout -s INT {limit} bpftrace -e '{prog}' 2>&1; echo \"BT_RC $?\"; kill $W; bpftrace -lv kfunc:vmlinux:vfs_read 2>&1; echo \"LV_RC $?\""
+        "H=$(ls -d /usr/include/linux /usr/src/linux* /lib/modules/*/build 2>/dev/null); echo \"HEADERS [$H]\"; {workload}; bpftrace -lv kfunc:vmlinux:vfs_read > /tmp/lv.out 2>&1 & L=$!; timeout -s INT {limit} bpftrace -e '{prog}' 2>&1; echo \"BT_RC $?\"; kill $W; wait $L; echo \"LV_RC $?\"; cat /tmp/lv.out"
     );
     let (_, out) = m.run(BPFTRACE, &cmd, r.command + Duration::from_secs(30))?;
     let mut ev = Vec::new();
@@ -279,7 +287,7 @@ fn bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
 fn bpftool(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
     let (_, out) = m.run(
         BPFTOOL,
-        "bpftool btf dump file /sys/kernel/btf/vmlinux format c > /tmp/vmlinux.h 2>/tmp/bpftool.err; echo \"BPFTOOL_RC $?\"; echo \"TASK_STRUCT $(grep -c '^struct task_struct {' /tmp/vmlinux.h)\"; echo \"BYTES $(wc -c < /tmp/vmlinux.h)\"; head -c 300 /tmp/bpftool.err",
+        "wait $BPFTOOL_PID; echo \"BPFTOOL_RC $(cat /tmp/bpftool.rc)\"; echo \"TASK_STRUCT $(grep -c '^struct task_struct {' /tmp/vmlinux.h)\"; echo \"BYTES $(wc -c < /tmp/vmlinux.h)\"; head -c 300 /tmp/bpftool.err",
         r.command,
     )?;
     let rc = lines_with(&out, "BPFTOOL_RC ")
@@ -316,7 +324,9 @@ fn bpftool(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
 fn core(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
     let (_, out) = m.run(
         CORE,
-        "execsnoop > /tmp/es.out 2>&1 & E=$!; i=0; while [ $i -lt 40 ] && kill -0 $E 2>/dev/null; do /bin/true; grep -q '^true ' /tmp/es.out && break; sleep 0.5; i=$((i+1)); done; kill -INT $E 2>/dev/null; wait $E; echo \"CORE_RC $?\"; head -c 1500 /tmp/es.out",
+        // libbpf-tools buffer their output when it is a file: wait until execsnoop's program is
+        // attached (bpftool lists it), exec a few times, stop it, then read what it printed.
+        "execsnoop > /tmp/es.out 2>&1 & E=$!; i=0; while [ $i -lt 120 ] && kill -0 $E 2>/dev/null && ! bpftool prog show 2>/dev/null | grep -q tracepoint; do sleep 0.25; i=$((i+1)); done; for j in 1 2 3; do /bin/true; done; sleep 0.5; kill -INT $E 2>/dev/null; wait $E; echo \"CORE_RC $?\"; head -c 1500 /tmp/es.out",
         r.command,
     )?;
     let events: Vec<&str> = out.lines().filter(|l| l.starts_with("true ")).collect();

@@ -349,6 +349,11 @@ pub fn verify(
         command: params.deadlines.command,
     };
     let mut failed_run: Option<RunError> = None;
+    let t = Instant::now();
+    if let Err(e) = gc::setup(&run, &mut m) {
+        failed_run = Some(e);
+    }
+    mark("setup", t);
     for (name, step) in gc::STEPS {
         if failed_run.is_some() {
             checks.push(Check::fail(
@@ -390,4 +395,43 @@ pub fn verify(
         transcript,
         console_tail,
     })
+}
+
+/// The bare floor for benchmarks: QEMU booting the same kernel (same boot path) with a minimal
+/// busybox initramfs whose /init powers off at once; returns seconds from start to exit.
+pub fn boot_floor(k: &Kernel, recipe: &Recipe, accel: Accel, opts: &ReadOptions, dir: &Path) -> Result<f64, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let unpacked = unpack(k, &[], opts)?;
+    let img_rel = k.image.as_ref().ok_or("the package has no kernel image")?.path.clone();
+    let boot = pvh_or_bzimage(k, &unpacked.join(&img_rel), &unpacked)?;
+    let nodes = vec![
+        Node::file("bin/busybox", 0o755, Source::Host(recipe.busybox.clone())),
+        Node::file("init", 0o755, Source::Bytes(b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n".to_vec())),
+    ];
+    let initrd = image::build(nodes, &crate::fixtures::cache_dir().join("images"))?;
+    let spec = Spec {
+        accel,
+        boot,
+        initrd,
+        append: Vec::new(),
+        memory_mb: 2048,
+        cpus: 2,
+        name: qemu_name(dir),
+    };
+    let args = crate::qemu::args::argv(&spec);
+    let log = dir.join("console.log");
+    let t0 = Instant::now();
+    let mut p = crate::process::Process::spawn(
+        &qemu_binary(),
+        &args,
+        false,
+        crate::process::Output::File(&log),
+        crate::process::Output::File(&dir.join("qemu.stderr")),
+    )
+    .map_err(|e| e.to_string())?;
+    let status = p.wait_until(Instant::now() + Duration::from_secs(120)).map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("floor boot: qemu exited {status}"));
+    }
+    Ok(t0.elapsed().as_secs_f64())
 }

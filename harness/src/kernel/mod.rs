@@ -107,8 +107,10 @@ pub struct Module {
     pub btf_sha256: Option<String>,
     /// `depends=` of `.modinfo`: modules that must be loaded first.
     pub depends: Vec<String>,
-    /// `softdep=pre:` modules (busybox modprobe ignores these; btfgate loads them itself).
+    /// `softdep=pre:` modules or aliases (busybox modprobe ignores these; btfgate loads them).
     pub softdep_pre: Vec<String>,
+    /// Plain `alias=` names (not device patterns), e.g. `crc32c` for crc32c_generic.
+    pub aliases: Vec<String>,
 }
 
 impl Module {
@@ -453,6 +455,7 @@ impl Visitor for Collector<'_> {
                 btf_sha256: None,
                 depends: Vec::new(),
                 softdep_pre: Vec::new(),
+                aliases: Vec::new(),
             };
             let elf = if codec == Codec::None {
                 Ok(raw)
@@ -464,9 +467,15 @@ impl Visitor for Collector<'_> {
                     m.elf_size = elf.len() as u64;
                     m.debug = s.debug;
                     if let Some(range) = s.modinfo {
-                        let (depends, softdep_pre) = module_deps(&elf::modinfo(&elf, range));
+                        let info = elf::modinfo(&elf, range);
+                        let (depends, softdep_pre) = module_deps(&info);
                         m.depends = depends;
                         m.softdep_pre = softdep_pre;
+                        m.aliases = info
+                            .into_iter()
+                            .filter(|(k, v)| k == "alias" && !v.contains([':', '*', '?', '[']))
+                            .map(|(_, v)| v)
+                            .collect();
                     }
                     if let Some((o, l)) = s.btf {
                         m.btf_len = Some(l as u64);
@@ -548,10 +557,20 @@ impl Visitor for Collector<'_> {
 }
 
 impl Kernel {
-    /// Finds a module by its modprobe name.
+    /// Finds a module by its modprobe name, else by a plain alias (preferring the portable
+    /// `<alias>_generic` implementation, e.g. crc32c_generic over crc32c-intel for `crc32c`).
     pub fn module(&self, name: &str) -> Option<&Module> {
-        let name = name.replace('-', "_");
-        self.modules.iter().find(|m| m.name() == name)
+        let norm = name.replace('-', "_");
+        if let Some(m) = self.modules.iter().find(|m| m.name() == norm) {
+            return Some(m);
+        }
+        let providers: Vec<&Module> = self.modules.iter().filter(|m| m.aliases.iter().any(|a| a == name)).collect();
+        let generic = format!("{norm}_generic");
+        providers
+            .iter()
+            .find(|m| m.name() == generic)
+            .or_else(|| providers.first())
+            .copied()
     }
 
     /// The order in which to load `wanted` and everything they need: for each module its
