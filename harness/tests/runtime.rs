@@ -3,6 +3,8 @@
 //! the sysfs/libbpf path, a forced kernel panic, a hung init). No QEMU survives any trial.
 //! Trials needing qemu, the guest tools or a fetched kernel are listed as ignored with the reason.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 

@@ -186,13 +186,31 @@ fn bench_runtime(package: Option<PathBuf>, accel: &str) -> Result<()> {
         ..harness::guest::Params::default()
     };
     // Warm the caches (unpacked kernel, image) so both sides measure booting, not building.
-    let warm = harness::guest::verify(&kernel, &recipe, &params, &opts, &scratch.path().join("warm"))
-        .map_err(anyhow::Error::msg)?;
-    let floor = harness::guest::boot_floor(&kernel, &recipe, accel, &opts, &scratch.path().join("floor"))
-        .map_err(anyhow::Error::msg)?;
+    let warm = harness::guest::verify(
+        &kernel,
+        &recipe,
+        &params,
+        &opts,
+        &scratch.path().join("warm"),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let floor = harness::guest::boot_floor(
+        &kernel,
+        &recipe,
+        accel,
+        &opts,
+        &scratch.path().join("floor"),
+    )
+    .map_err(anyhow::Error::msg)?;
     let t0 = std::time::Instant::now();
-    let rep = harness::guest::verify(&kernel, &recipe, &params, &opts, &scratch.path().join("run"))
-        .map_err(anyhow::Error::msg)?;
+    let rep = harness::guest::verify(
+        &kernel,
+        &recipe,
+        &params,
+        &opts,
+        &scratch.path().join("run"),
+    )
+    .map_err(anyhow::Error::msg)?;
     let total = t0.elapsed().as_secs_f64();
     drop(warm);
     let failed: Vec<&str> = rep
@@ -201,7 +219,12 @@ fn bench_runtime(package: Option<PathBuf>, accel: &str) -> Result<()> {
         .filter(|c| c.status != harness::checks::Status::Pass)
         .map(|c| c.id)
         .collect();
-    println!("kernel {} ({}), accelerator {}", kernel.release.as_deref().unwrap_or("?"), pkg.display(), accel.name());
+    println!(
+        "kernel {} ({}), accelerator {}",
+        kernel.release.as_deref().unwrap_or("?"),
+        pkg.display(),
+        accel.name()
+    );
     println!("{:<22} {:>8}", "phase", "seconds");
     for (p, s) in &rep.phases {
         println!("{p:<22} {s:>8.2}");
@@ -211,7 +234,11 @@ fn bench_runtime(package: Option<PathBuf>, accel: &str) -> Result<()> {
     let ratio = total / floor;
     println!(
         "ratio {ratio:.2}x (target <= {TARGET_RUNTIME_RATIO}x): {}",
-        if ratio <= TARGET_RUNTIME_RATIO { "met" } else { "MISSED" }
+        if ratio <= TARGET_RUNTIME_RATIO {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
     if !failed.is_empty() {
         bail!("guest checks did not pass: {}", failed.join(", "));

@@ -2,18 +2,47 @@
 //! and error messages that name the file and the phase.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 use harness::fixtures::{host_kernel, needs, Flavor};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 type R = Result<(), Failed>;
 
+/// What one run of the xtask binary left.
+struct Output {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Runs the xtask binary through harness::process (deadline, process group).
 fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("run the xtask binary")
+    let err = std::env::temp_dir().join(format!(
+        "btfgate-cli-stderr-{}-{}",
+        std::process::id(),
+        args.join("_")
+            .replace('/', "_")
+            .chars()
+            .take(60)
+            .collect::<String>()
+    ));
+    let _ = std::fs::remove_file(&err);
+    let (status, stdout) = harness::process::run_capture(
+        Path::new(env!("CARGO_BIN_EXE_xtask")),
+        args,
+        Duration::from_secs(300),
+        harness::process::Output::File(&err),
+    )
+    .expect("run the xtask binary");
+    let stderr = std::fs::read(&err).unwrap_or_default();
+    let _ = std::fs::remove_file(&err);
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 fn code(o: &Output) -> i32 {

@@ -81,7 +81,11 @@ fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
 /// the background so that it overlaps with the module and bpftrace checks (its result is read
 /// by the bpftool check).
 pub fn setup(r: &Runner<'_>, m: &mut Machine) -> Result<(), RunError> {
-    let hide = if r.hide_sysfs_btf { "mount -t tmpfs none /sys/kernel/btf; " } else { "" };
+    let hide = if r.hide_sysfs_btf {
+        "mount -t tmpfs none /sys/kernel/btf; "
+    } else {
+        ""
+    };
     m.run(
         "setup",
         &format!(

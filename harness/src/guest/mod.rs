@@ -213,7 +213,7 @@ pub fn prepare(
 fn modules_rel(p: &Path) -> String {
     let s = p.to_string_lossy();
     let s = s.strip_prefix("usr/").unwrap_or(&s);
-    s.splitn(4, '/').nth(3).unwrap_or(&s).to_string()
+    s.splitn(4, '/').nth(3).unwrap_or(s).to_string()
 }
 
 /// Boots through PVH with the vmlinux decompressed on the host when the kernel supports it and
@@ -399,14 +399,29 @@ pub fn verify(
 
 /// The bare floor for benchmarks: QEMU booting the same kernel (same boot path) with a minimal
 /// busybox initramfs whose /init powers off at once; returns seconds from start to exit.
-pub fn boot_floor(k: &Kernel, recipe: &Recipe, accel: Accel, opts: &ReadOptions, dir: &Path) -> Result<f64, String> {
+pub fn boot_floor(
+    k: &Kernel,
+    recipe: &Recipe,
+    accel: Accel,
+    opts: &ReadOptions,
+    dir: &Path,
+) -> Result<f64, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let unpacked = unpack(k, &[], opts)?;
-    let img_rel = k.image.as_ref().ok_or("the package has no kernel image")?.path.clone();
+    let img_rel = k
+        .image
+        .as_ref()
+        .ok_or("the package has no kernel image")?
+        .path
+        .clone();
     let boot = pvh_or_bzimage(k, &unpacked.join(&img_rel), &unpacked)?;
     let nodes = vec![
         Node::file("bin/busybox", 0o755, Source::Host(recipe.busybox.clone())),
-        Node::file("init", 0o755, Source::Bytes(b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n".to_vec())),
+        Node::file(
+            "init",
+            0o755,
+            Source::Bytes(b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n".to_vec()),
+        ),
     ];
     let initrd = image::build(nodes, &crate::fixtures::cache_dir().join("images"))?;
     let spec = Spec {
@@ -429,7 +444,9 @@ pub fn boot_floor(k: &Kernel, recipe: &Recipe, accel: Accel, opts: &ReadOptions,
         crate::process::Output::File(&dir.join("qemu.stderr")),
     )
     .map_err(|e| e.to_string())?;
-    let status = p.wait_until(Instant::now() + Duration::from_secs(120)).map_err(|e| e.to_string())?;
+    let status = p
+        .wait_until(Instant::now() + Duration::from_secs(120))
+        .map_err(|e| e.to_string())?;
     if !status.success() {
         return Err(format!("floor boot: qemu exited {status}"));
     }

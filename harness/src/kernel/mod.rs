@@ -564,7 +564,11 @@ impl Kernel {
         if let Some(m) = self.modules.iter().find(|m| m.name() == norm) {
             return Some(m);
         }
-        let providers: Vec<&Module> = self.modules.iter().filter(|m| m.aliases.iter().any(|a| a == name)).collect();
+        let providers: Vec<&Module> = self
+            .modules
+            .iter()
+            .filter(|m| m.aliases.iter().any(|a| a == name))
+            .collect();
         let generic = format!("{norm}_generic");
         providers
             .iter()
