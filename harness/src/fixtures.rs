@@ -92,7 +92,7 @@ pub fn host_kernel(flavor: Flavor) -> Result<PathBuf, String> {
     let marker = flavor.marker();
     let text = std::fs::read_to_string(&marker).map_err(|_| {
         format!(
-            "no {} kernel package fetched ({} missing; run `cargo xtask fetch-host` or set {var})",
+            "no {} kernel package fetched ({} missing; run `cargo xtask fetch apt` or set {var})",
             flavor.name(),
             marker.display()
         )

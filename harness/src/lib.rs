@@ -1,5 +1,6 @@
 //! btfgate harness: reads kernel packages and proves they deliver BTF (no logic here, only the module map).
 
+pub mod build;
 pub mod checks;
 pub mod codec;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod mutate;
 pub mod package;
 pub mod process;
 pub mod qemu;
+pub mod scenario;
 pub mod size;
 
 pub use error::{Error, Result};

@@ -509,6 +509,70 @@ fn kernel_as_signed_apk(f: Flavor) -> R {
     Ok(())
 }
 
+// ---- scenario verdicts --------------------------------------------------------------------
+
+/// A private scenario directory: the repository's targets plus one scenario.
+fn scenario_suite(body: &str) -> harness::scenario::load::Suite {
+    let d = tempfile::tempdir_in(work()).unwrap().keep();
+    fs::copy(
+        harness::fixtures::workspace_root().join("scenarios/targets.yaml"),
+        d.join("targets.yaml"),
+    )
+    .unwrap();
+    fs::create_dir_all(d.join("private")).unwrap();
+    fs::write(d.join("private/gate.yaml"), body).unwrap();
+    harness::scenario::load::load(&d).unwrap()
+}
+
+/// `expect: fail` on a kernel that passes is a failure: the gate must not let it through.
+fn expected_failure_that_passes(_: Flavor) -> R {
+    let suite = scenario_suite(
+        "targets: [debian-cloud]\nexpect: fail\nreason: pretend this kernel lost BTF\nchecks:\n  kconfig.btf: {}\n  vmlinux.btf: {}\n",
+    );
+    let kernels = harness::scenario::run::Kernels::default();
+    let err = harness::scenario::run::run(
+        &suite,
+        &suite.scenarios[0],
+        "debian-cloud",
+        &kernels,
+        "private/gate::debian-cloud",
+    )
+    .err()
+    .ok_or("a passing kernel satisfied expect: fail")?;
+    ensure!(err.contains("let a broken kernel through"), "{err}");
+    ensure!(
+        err.contains("gate.yaml:5: kconfig.btf on debian-cloud: expected fail, seen pass"),
+        "{err}"
+    );
+    ensure!(
+        err.contains("rerun: ") && err.contains("--exact 'private/gate::debian-cloud'"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// `expect: pass` with a budget the package exceeds fails, naming file, line, expected vs seen.
+fn expected_pass_that_fails(_: Flavor) -> R {
+    let suite = scenario_suite(
+        "targets: [debian-cloud]\nexpect: pass\nchecks:\n  size.budget: { budget: 100k }\n",
+    );
+    let kernels = harness::scenario::run::Kernels::default();
+    let err = harness::scenario::run::run(
+        &suite,
+        &suite.scenarios[0],
+        "debian-cloud",
+        &kernels,
+        "private/gate::debian-cloud",
+    )
+    .err()
+    .ok_or("an over-budget package passed")?;
+    ensure!(
+        err.contains("gate.yaml:4: size.budget on debian-cloud: expected pass, seen fail"),
+        "{err}"
+    );
+    Ok(())
+}
+
 // ---- bad input ----------------------------------------------------------------------------
 
 fn truncated_deb(f: Flavor) -> R {
@@ -602,6 +666,20 @@ fn main() -> std::process::ExitCode {
         trials.push(t("bad_input::truncated_deb_is_an_error", truncated_deb));
         trials.push(t("apk::kernel_as_signed_apk", kernel_as_signed_apk));
     }
+    let cloud = host_kernel(Flavor::Cloud);
+    trials.push(needs(
+        Trial::test(
+            "scenario::expected_failure_that_passes_is_a_failure",
+            || expected_failure_that_passes(Flavor::Cloud),
+        ),
+        &cloud,
+    ));
+    trials.push(needs(
+        Trial::test("scenario::expected_pass_that_fails_names_the_line", || {
+            expected_pass_that_fails(Flavor::Cloud)
+        }),
+        &cloud,
+    ));
     let both: Result<(), String> = host_kernel(Flavor::Generic)
         .and(host_kernel(Flavor::Cloud))
         .map(|_| ());

@@ -61,7 +61,13 @@ pub fn run(source: Source) -> Result<()> {
         Source::Apt { packages } if packages.is_empty() => host_defaults_apt()?,
         Source::Apt { packages } => packages
             .iter()
-            .map(|p| apt_download(p))
+            .map(|p| {
+                // A meta package (linux-image-amd64) names the image package it depends on.
+                let real = apt_dependency(p).unwrap_or_else(|_| p.clone());
+                let path = apt_download(&real)?;
+                record(p, &path)?;
+                Ok(path)
+            })
             .collect::<Result<_>>()?,
         Source::Apk { packages } => {
             let packages = if packages.is_empty() {
@@ -74,7 +80,11 @@ pub fn run(source: Source) -> Result<()> {
             };
             packages
                 .iter()
-                .map(|p| apk_fetch(p))
+                .map(|p| {
+                    let path = apk_fetch(p)?;
+                    record(p, &path)?;
+                    Ok(path)
+                })
                 .collect::<Result<_>>()?
         }
     };
@@ -92,7 +102,7 @@ pub fn host_defaults() -> Result<Vec<PathBuf>> {
             .iter()
             .map(|f| {
                 let p = apk_fetch(f.alpine_package())?;
-                record(*f, &p)?;
+                record(f.alpine_package(), &p)?;
                 Ok(p)
             })
             .collect(),
@@ -111,15 +121,15 @@ fn host_defaults_apt() -> Result<Vec<PathBuf>> {
         .map(|f| {
             let name = apt_dependency(f.debian_meta())?;
             let p = apt_download(&name)?;
-            record(*f, &p)?;
+            record(f.debian_meta(), &p)?;
             Ok(p)
         })
         .collect()
 }
 
-/// Remembers where the package of `flavor` is, for the tests (`harness::fixtures::host_kernel`).
-fn record(flavor: Flavor, path: &Path) -> Result<()> {
-    let marker = flavor.marker();
+/// Remembers where the fetched package `name` is, for the tests and scenario targets.
+fn record(name: &str, path: &Path) -> Result<()> {
+    let marker = harness::scenario::targets::fetched_marker(name);
     let dir = marker.parent().context("marker path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let tmp = marker.with_extension("tmp");

@@ -1,6 +1,7 @@
 //! `cargo xtask`: btfgate's command line (inspect, verify, fetch, test, bench), a flat match over subcommands.
 
 mod bench;
+mod build;
 mod fetch;
 mod inspect;
 mod report;
@@ -51,6 +52,8 @@ enum Cmd {
         #[command(subcommand)]
         source: fetch::Source,
     },
+    /// Build a kernel from source and package it as APK v2 (stripped and unstripped modules)
+    Build(build::BuildArgs),
     /// Install what the tests need, fetch the host kernels, then run `cargo test --workspace`
     Test {
         /// Extra arguments passed to `cargo test` after `--`
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Cmd::Verify { packages, opts, rt } => verify::run(packages, &opts, &rt),
         Cmd::Fetch { source } => fetch::run(source).map(|_| 0),
         Cmd::Test { args } => test::run(&args),
+        Cmd::Build(a) => build::run(a).map(|_| 0),
         Cmd::Bench { what } => bench::run(what).map(|_| 0),
     };
     match result {

@@ -2,7 +2,7 @@
 //! Alpine machine, fetches the host kernel packages, checks formatting and lints, then runs
 //! `cargo test --workspace`.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::fetch::{self, Host};
@@ -40,6 +40,7 @@ pub fn run(args: &[String]) -> Result<u8> {
     for p in &fetched {
         eprintln!("kernel package: {}", p.display());
     }
+    build_targets()?;
     let root = harness::fixtures::workspace_root();
     let _cd = sh.push_dir(&root);
     cmd!(sh, "cargo fmt --all --check")
@@ -59,13 +60,22 @@ pub fn run(args: &[String]) -> Result<u8> {
 
 /// Installs missing host packages (as root), or says exactly what is missing.
 pub fn install_host_packages(sh: &Shell) -> Result<()> {
-    let (pkgs, install): (&[&str], &[&str]) = match fetch::host() {
-        Host::Debian => (
-            DEBIAN_PACKAGES,
-            &["apt-get", "install", "-y", "-qq", "--no-install-recommends"],
+    match fetch::host() {
+        Host::Debian => install(sh, DEBIAN_PACKAGES),
+        Host::Alpine => install(sh, ALPINE_PACKAGES),
+        Host::Other => Ok(()),
+    }
+}
+
+/// Installs the named host packages that are missing (as root), or says exactly what is missing.
+pub fn install(sh: &Shell, pkgs: &[&str]) -> Result<()> {
+    let install: &[&str] = match fetch::host() {
+        Host::Debian => &["apt-get", "install", "-y", "-qq", "--no-install-recommends"],
+        Host::Alpine => &["apk", "add", "--quiet"],
+        Host::Other => bail!(
+            "cannot install {} on this host: install them by hand",
+            pkgs.join(" ")
         ),
-        Host::Alpine => (ALPINE_PACKAGES, &["apk", "add", "--quiet"]),
-        Host::Other => return Ok(()),
     };
     let status_fmt = "${Status}";
     let missing: Vec<&str> = pkgs
@@ -115,5 +125,25 @@ pub fn install_host_packages(sh: &Shell) -> Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()
         .map_err(|e| fetch::Unavailable(format!("installing {}: {e}", missing.join(" "))))?;
+    Ok(())
+}
+
+/// Builds (or finds in the cache) every kernel the scenarios' targets build from source.
+fn build_targets() -> Result<()> {
+    use harness::scenario::model::Source;
+    let dir = harness::scenario::load::scenarios_dir();
+    let suite =
+        harness::scenario::load::load(&dir).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+    let mut done = Vec::new();
+    for (name, t) in &suite.targets.targets {
+        if let Source::Build(spec) | Source::BuildUnstripped(spec) = &t.source {
+            if done.contains(&spec) {
+                continue;
+            }
+            eprintln!("kernel target {name}: building (or taking from the cache)");
+            crate::build::build(spec).with_context(|| format!("build target {name}"))?;
+            done.push(spec);
+        }
+    }
     Ok(())
 }

@@ -34,6 +34,7 @@ pub struct Runner<'a> {
     pub k: &'a Kernel,
     pub hide_sysfs_btf: bool,
     pub command: Duration,
+    pub module_probe: &'a crate::guest::ModuleProbe,
 }
 
 type Step = fn(&Runner<'_>, &mut Machine) -> Result<Check, RunError>;
@@ -214,18 +215,34 @@ fn btf_modules(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
 }
 
 fn bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
-    let overlay = r.prep.load_order.iter().any(|n| n == "overlay");
+    let probe = r.module_probe;
+    let loaded = r
+        .prep
+        .load_order
+        .iter()
+        .any(|n| *n == probe.module.replace('-', "_"));
     let mut prog = String::from(
         "BEGIN { printf(\"SIZEOF %d\\n\", sizeof(struct task_struct)); } kfunc:vmlinux:vfs_read { @vfs_read = 1; }",
     );
     let mut done = String::from("@vfs_read == 1");
-    if overlay {
-        prog.push_str(" kfunc:overlay:ovl_fill_super { @ovl_fill_super = 1; }");
-        done.push_str(" && @ovl_fill_super == 1");
+    let fired = format!("@{}: 1", probe.function);
+    if loaded {
+        prog.push_str(&format!(
+            " kfunc:{}:{} {{ @{} = 1; }}",
+            probe.module, probe.function, probe.function
+        ));
+        done.push_str(&format!(" && @{} == 1", probe.function));
     }
     prog.push_str(&format!(" interval:ms:200 {{ if ({done}) {{ exit(); }} }}"));
-    // busybox cat uses sendfile; read/dd call vfs_read. Mounting overlay calls ovl_fill_super.
-    let workload = "mkdir -p /tmp/ol/l /tmp/ol/u /tmp/ol/w /tmp/ol/m; (while :; do read x < /proc/version; dd if=/proc/version of=/dev/null 2>/dev/null; mount -t overlay ov -o lowerdir=/tmp/ol/l,upperdir=/tmp/ol/u,workdir=/tmp/ol/w /tmp/ol/m 2>/dev/null && umount /tmp/ol/m; sleep 0.3; done) & W=$!";
+    // busybox cat uses sendfile; read/dd call vfs_read; the probe's workload runs its function.
+    let module_work = if loaded {
+        format!("{}; ", probe.workload)
+    } else {
+        String::new()
+    };
+    let workload = format!(
+        "(while :; do read x < /proc/version; dd if=/proc/version of=/dev/null 2>/dev/null; {module_work}sleep 0.3; done) & W=$!"
+    );
     let limit = r.command.as_secs().saturating_sub(10).max(10);
     let cmd = format!(
         "H=$(ls -d /usr/include/linux /usr/src/linux* /lib/modules/*/build 2>/dev/null); echo \"HEADERS [$H]\"; {workload}; bpftrace -lv kfunc:vmlinux:vfs_read > /tmp/lv.out 2>&1 & L=$!; timeout -s INT {limit} bpftrace -e '{prog}' 2>&1; echo \"BT_RC $?\"; kill $W; wait $L; echo \"LV_RC $?\"; cat /tmp/lv.out"
@@ -254,14 +271,18 @@ fn bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
     } else {
         bad.push("kfunc:vmlinux:vfs_read did not fire".into());
     }
-    if overlay {
-        if out.contains("@ovl_fill_super: 1") {
-            ev.push("kfunc:overlay:ovl_fill_super (a loaded module) attached and fired".into());
+    let kf = format!("kfunc:{}:{}", probe.module, probe.function);
+    if loaded {
+        if out.contains(&fired) {
+            ev.push(format!("{kf} (a loaded module) attached and fired"));
         } else {
-            bad.push("kfunc:overlay:ovl_fill_super in the loaded module did not fire".into());
+            bad.push(format!("{kf} in the loaded module did not fire"));
         }
     } else {
-        bad.push("the package has no overlay module to attach a module kfunc to".into());
+        bad.push(format!(
+            "module {} is not loaded: cannot attach {kf}",
+            probe.module
+        ));
     }
     if out.contains("struct file * file") && out.contains("size_t count") {
         ev.push(

@@ -18,6 +18,27 @@ use crate::qemu::accel::{self, Choice};
 use crate::qemu::args::{Accel, Boot, Spec};
 use crate::qemu::machine::{Deadlines, Machine, RunError};
 
+/// The kfunc probe in a loaded module that guest.bpftrace attaches (default: overlay's
+/// `ovl_fill_super`, run by mounting an overlay).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleProbe {
+    pub module: String,
+    pub function: String,
+    /// A guest shell line that makes the function run.
+    pub workload: String,
+}
+
+impl Default for ModuleProbe {
+    fn default() -> Self {
+        ModuleProbe {
+            module: "overlay".into(),
+            function: "ovl_fill_super".into(),
+            workload: "mkdir -p /tmp/ol/l /tmp/ol/u /tmp/ol/w /tmp/ol/m; mount -t overlay ov -o lowerdir=/tmp/ol/l,upperdir=/tmp/ol/u,workdir=/tmp/ol/w /tmp/ol/m 2>/dev/null && umount /tmp/ol/m".into(),
+        }
+    }
+}
+
 /// What a runtime verification is asked to do.
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -35,6 +56,8 @@ pub struct Params {
     pub cpus: u32,
     /// Called with each phase name as it starts (progress display).
     pub progress: Option<fn(&str, Duration)>,
+    /// The module kfunc guest.bpftrace attaches.
+    pub module_probe: ModuleProbe,
 }
 
 impl Default for Params {
@@ -48,6 +71,7 @@ impl Default for Params {
             memory_mb: 2048,
             cpus: 2,
             progress: None,
+            module_probe: ModuleProbe::default(),
         }
     }
 }
@@ -147,10 +171,11 @@ pub fn prepare(
         .unwrap_or_else(|| recipe.modules.clone());
     let mut missing = Vec::new();
     let mut order: Vec<&Module> = Vec::new();
-    // bpftrace's module kfunc probe attaches in overlay: load it whenever the package has it.
+    // bpftrace's module kfunc probe needs its module: load it whenever the package has it.
     let mut to_load = wanted_names.clone();
-    if k.module("overlay").is_some() && !to_load.iter().any(|m| m == "overlay") {
-        to_load.push("overlay".into());
+    let probe = &params.module_probe.module;
+    if k.module(probe).is_some() && !to_load.iter().any(|m| m == probe) {
+        to_load.push(probe.clone());
     }
     for name in &to_load {
         match k.load_order(std::slice::from_ref(name)) {
@@ -347,6 +372,7 @@ pub fn verify(
         k,
         hide_sysfs_btf: params.hide_sysfs_btf,
         command: params.deadlines.command,
+        module_probe: &params.module_probe,
     };
     let mut failed_run: Option<RunError> = None;
     let t = Instant::now();

@@ -1,0 +1,140 @@
+//! Kernels built from source as negative (and positive) controls: the build spec, its cache key
+//! (source + config + options), where the packages land, and the signing key they carry. The
+//! building itself is `cargo xtask build`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::fixtures::{cache_dir, workspace_root};
+
+/// Bumped when the build recipe changes in a way the key does not see.
+const RECIPE_VERSION: &str = "btfgate-build-1";
+
+/// What to build.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSpec {
+    /// Linux source: a tarball (`/usr/src/linux-source-6.1.tar.xz`) or an unpacked tree.
+    #[serde(default = "default_source")]
+    pub source: PathBuf,
+    /// Base config: `tinyconfig`, `defconfig`, or a config file (e.g. Alpine's virt.x86_64.config).
+    #[serde(default = "default_base")]
+    pub base: String,
+    /// Fragments merged over the base, relative to `images/kconfig/` unless absolute.
+    #[serde(default)]
+    pub fragments: Vec<PathBuf>,
+    /// Append `btf.config` (true) or `nobtf.config` (false).
+    pub btf: bool,
+    /// Alpine flavour name: `/boot/vmlinuz-<flavor>`, package `linux-<flavor>`.
+    pub flavor: String,
+}
+
+fn default_source() -> PathBuf {
+    PathBuf::from("/usr/src/linux-source-6.1.tar.xz")
+}
+
+fn default_base() -> String {
+    "tinyconfig".into()
+}
+
+/// The packages one build produces.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    pub dir: PathBuf,
+    /// Modules installed with `INSTALL_MOD_STRIP=1`, as Alpine does.
+    pub stripped: PathBuf,
+    /// The same build with modules not stripped (the 259 MB → 4.1 GB accident).
+    pub unstripped: PathBuf,
+    /// Build facts (wall time, build directory size, package sizes), written last.
+    pub record: PathBuf,
+}
+
+impl BuildSpec {
+    /// Fragment files in merge order (the BTF switch last).
+    pub fn fragment_paths(&self) -> Vec<PathBuf> {
+        let kdir = workspace_root().join("images/kconfig");
+        let mut v: Vec<PathBuf> = self
+            .fragments
+            .iter()
+            .map(|f| {
+                if f.is_absolute() {
+                    f.clone()
+                } else {
+                    kdir.join(f)
+                }
+            })
+            .collect();
+        v.push(kdir.join(if self.btf {
+            "btf.config"
+        } else {
+            "nobtf.config"
+        }));
+        v
+    }
+
+    /// sha256 over the recipe version, the source's identity, the base and every fragment.
+    pub fn key(&self) -> Result<String, String> {
+        let mut h = Sha256::new();
+        h.update(RECIPE_VERSION.as_bytes());
+        let src = std::fs::metadata(&self.source)
+            .map_err(|e| format!("linux source {}: {e}", self.source.display()))?;
+        // The tarball's path, size and mtime identify a packaged source cheaply.
+        let mtime = src
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        h.update(format!("{} {} {mtime}\n", self.source.display(), src.len()).as_bytes());
+        let base_file = Path::new(&self.base);
+        if base_file.is_file() {
+            h.update(
+                std::fs::read(base_file).map_err(|e| format!("base config {}: {e}", self.base))?,
+            );
+        } else {
+            h.update(self.base.as_bytes());
+        }
+        for f in self.fragment_paths() {
+            h.update(
+                std::fs::read(&f).map_err(|e| format!("config fragment {}: {e}", f.display()))?,
+            );
+        }
+        h.update(self.flavor.as_bytes());
+        Ok(hex::encode(h.finalize()))
+    }
+
+    pub fn outputs(&self) -> Result<Outputs, String> {
+        let key = self.key()?;
+        let dir = cache_dir().join("builds").join(&key[..24]);
+        Ok(Outputs {
+            stripped: dir.join(format!("linux-{}.apk", self.flavor)),
+            unstripped: dir.join(format!("linux-{}-unstripped.apk", self.flavor)),
+            record: dir.join("build.json"),
+            dir,
+        })
+    }
+}
+
+impl Outputs {
+    /// Both packages and the record exist (the record is written last).
+    pub fn complete(&self) -> bool {
+        self.record.is_file() && self.stripped.is_file() && self.unstripped.is_file()
+    }
+}
+
+/// The signing key of built packages: private half under the cache, public half in
+/// [`trusted_keys_dir`] under the key's name.
+pub const KEY_NAME: &str = "btfgate-build.rsa.pub";
+
+pub fn trusted_keys_dir() -> PathBuf {
+    cache_dir().join("keys").join("trusted")
+}
+
+pub fn private_key_path() -> PathBuf {
+    cache_dir()
+        .join("keys")
+        .join("private")
+        .join("btfgate-build.rsa")
+}

@@ -1,0 +1,254 @@
+//! Finding and reading scenario files: every error names `file:line:column`. Zero scenarios,
+//! an unknown key or check id, or an unknown target fails the run.
+
+use std::path::{Path, PathBuf};
+
+use super::model::{Expect, Scenario, TargetsFile};
+
+/// A scenario file, parsed.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub file: PathBuf,
+    /// The trial name stem: the path under the scenarios directory, without `.yaml`.
+    pub stem: String,
+    pub scenario: Scenario,
+}
+
+/// Every scenario of a directory and the targets they run against.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    pub dir: PathBuf,
+    pub targets_file: PathBuf,
+    pub targets: TargetsFile,
+    pub scenarios: Vec<Loaded>,
+}
+
+/// The scenarios directory: `$BTFGATE_SCENARIOS`, else the repository's `scenarios/`.
+pub fn scenarios_dir() -> PathBuf {
+    std::env::var_os("BTFGATE_SCENARIOS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::fixtures::workspace_root().join("scenarios"))
+}
+
+fn located(file: &Path, e: &serde_saphyr::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("").trim();
+    match e.location() {
+        Some(l) => format!("{}:{}:{}: {first}", file.display(), l.line(), l.column()),
+        None => format!("{}: {first}", file.display()),
+    }
+}
+
+/// Parses `text` (the content of `file`) as a scenario.
+pub fn parse_scenario(file: &Path, text: &str) -> Result<Scenario, String> {
+    serde_saphyr::from_str::<Scenario>(text).map_err(|e| located(file, &e))
+}
+
+/// Parses a targets file.
+pub fn parse_targets(file: &Path, text: &str) -> Result<TargetsFile, String> {
+    serde_saphyr::from_str::<TargetsFile>(text).map_err(|e| located(file, &e))
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in rd {
+        let p = e.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+        if p.is_dir() {
+            yaml_files(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Loads every scenario under `dir` (recursively) and the targets file (`dir/targets.yaml`,
+/// else the repository's). Returns every error found, each with its location.
+pub fn load(dir: &Path) -> Result<Suite, Vec<String>> {
+    let mut errors = Vec::new();
+    let own = dir.join("targets.yaml");
+    let targets_file = if own.is_file() {
+        own
+    } else {
+        crate::fixtures::workspace_root().join("scenarios/targets.yaml")
+    };
+    let targets = std::fs::read_to_string(&targets_file)
+        .map_err(|e| format!("{}: {e}", targets_file.display()))
+        .and_then(|t| parse_targets(&targets_file, &t));
+    let targets = match targets {
+        Ok(t) => Some(t),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    let mut files = Vec::new();
+    if let Err(e) = yaml_files(dir, &mut files) {
+        errors.push(e);
+    }
+    files.retain(|f| f.file_name().is_none_or(|n| n != "targets.yaml"));
+    files.sort();
+    if files.is_empty() && errors.is_empty() {
+        errors.push(format!(
+            "{}: no scenario files (*.yaml besides targets.yaml): zero scenarios is a failure, not a pass",
+            dir.display()
+        ));
+    }
+    let mut scenarios = Vec::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(format!("{}: {e}", file.display()));
+                continue;
+            }
+        };
+        let sc = match parse_scenario(&file, &text) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        if let Some(t) = &targets {
+            for name in &sc.targets {
+                if !t.targets.contains_key(&name.value) {
+                    errors.push(format!(
+                        "{}:{}:{}: unknown target {:?} (targets.yaml defines: {})",
+                        file.display(),
+                        name.referenced.line(),
+                        name.referenced.column(),
+                        name.value,
+                        t.targets.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        if sc.targets.is_empty() {
+            errors.push(format!(
+                "{}: `targets` is empty: a scenario must name at least one target",
+                file.display()
+            ));
+        }
+        if sc.checks.listed().is_empty() {
+            errors.push(format!("{}: `checks` lists no check", file.display()));
+        }
+        if sc.expect == Expect::Fail && sc.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+            errors.push(format!(
+                "{}: `expect: fail` needs a `reason`",
+                file.display()
+            ));
+        }
+        let stem = file
+            .strip_prefix(dir)
+            .unwrap_or(&file)
+            .with_extension("")
+            .to_string_lossy()
+            .into_owned();
+        if sc.checks.boots() && !stem.starts_with("runtime/") {
+            errors.push(format!(
+                "{}: a scenario with guest.* checks boots a VM and must live under runtime/ (nextest runs those one at a time)",
+                file.display()
+            ));
+        }
+        scenarios.push(Loaded {
+            file,
+            stem,
+            scenario: sc,
+        });
+    }
+    match (errors.is_empty(), targets) {
+        (true, Some(targets)) => Ok(Suite {
+            dir: dir.to_path_buf(),
+            targets_file,
+            targets,
+            scenarios,
+        }),
+        _ => Err(errors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    const TARGETS: &str = "targets:\n  t1:\n    source:\n      file: /nonexistent.apk\n";
+
+    fn load_one(scenario: &str) -> Result<Suite, Vec<String>> {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "targets.yaml", TARGETS);
+        write(d.path(), "area/one.yaml", scenario);
+        load(d.path())
+    }
+
+    fn one_error(scenario: &str) -> String {
+        let errs = load_one(scenario).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        errs[0].clone()
+    }
+
+    #[test]
+    fn good_scenario_loads_with_lines() {
+        let s = load_one("targets: [t1]\nexpect: pass\nchecks:\n  kconfig.btf: {}\n  size.budget: { budget: 2MiB }\n").unwrap();
+        assert_eq!(s.scenarios.len(), 1);
+        assert_eq!(s.scenarios[0].stem, "area/one");
+        assert_eq!(
+            s.scenarios[0].scenario.checks.listed(),
+            vec![("kconfig.btf", 4), ("size.budget", 5)]
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_column() {
+        let e = one_error("targets: [t1]\nexpect: pass\nchecks:\n  kconfig.btf: {}\nbogus: 1\n");
+        assert!(e.contains("one.yaml:5:"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_file_line_column() {
+        let e =
+            one_error("targets: [t1]\nexpect: pass\nchecks:\n  size.budget: { budget: [1, 2] }\n");
+        assert!(e.contains("one.yaml:4:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_check_id_names_file_line_column() {
+        let e = one_error(
+            "targets: [t1]\nexpect: pass\nchecks:\n  kconfig.btf: {}\n  vmlinux.btff: {}\n",
+        );
+        assert!(
+            e.contains("one.yaml:5:") && e.contains("vmlinux.btff"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_target_names_file_line_column() {
+        let e = one_error("targets: [t1, nope]\nexpect: pass\nchecks:\n  kconfig.btf: {}\n");
+        assert!(
+            e.contains("one.yaml:1:") && e.contains("unknown target \"nope\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn expected_failure_needs_a_reason() {
+        let e = one_error("targets: [t1]\nexpect: fail\nchecks:\n  kconfig.btf: {}\n");
+        assert!(e.contains("needs a `reason`"), "{e}");
+    }
+
+    #[test]
+    fn empty_directory_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "targets.yaml", TARGETS);
+        let errs = load(d.path()).unwrap_err();
+        assert!(errs[0].contains("zero scenarios"), "{errs:?}");
+    }
+}

@@ -1,0 +1,181 @@
+//! The scenario and target schemas (serde, `deny_unknown_fields`, no untagged or flattened
+//! parts, so every error keeps its location).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::build::BuildSpec;
+
+/// One scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// What the scenario shows, for people.
+    #[serde(default)]
+    pub description: String,
+    /// Target names from `targets.yaml`; one trial per target.
+    pub targets: Vec<Spanned<String>>,
+    /// Every listed check must end with this status.
+    pub expect: Expect,
+    /// Why a failure is expected (required with `expect: fail`).
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub checks: Checks,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    Pass,
+    Fail,
+}
+
+/// A check without parameters: `kconfig.btf: {}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetParams {
+    /// e.g. `2MiB`, `500k`.
+    pub budget: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootParams {
+    /// Seconds from QEMU start to the init's prompt.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModulesParams {
+    /// Modules to modprobe and compare with `/sys/kernel/btf/<mod>`.
+    #[serde(default)]
+    pub modules: Option<Vec<String>>,
+}
+
+pub use crate::guest::ModuleProbe;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BpftraceParams {
+    #[serde(default)]
+    pub module_probe: Option<ModuleProbe>,
+    /// Seconds for each guest command.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+/// The checks of a scenario, by catalogue id. An unknown id is an unknown field: an error
+/// with its location.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    #[serde(rename = "kconfig.btf")]
+    pub kconfig_btf: Option<Spanned<NoParams>>,
+    #[serde(rename = "vmlinux.btf")]
+    pub vmlinux_btf: Option<Spanned<NoParams>>,
+    #[serde(rename = "modules.btf")]
+    pub modules_btf: Option<Spanned<NoParams>>,
+    #[serde(rename = "modules.stripped")]
+    pub modules_stripped: Option<Spanned<NoParams>>,
+    #[serde(rename = "modules.btf_base")]
+    pub modules_btf_base: Option<Spanned<NoParams>>,
+    #[serde(rename = "size.budget")]
+    pub size_budget: Option<Spanned<BudgetParams>>,
+    #[serde(rename = "guest.boot")]
+    pub guest_boot: Option<Spanned<BootParams>>,
+    #[serde(rename = "guest.btf_vmlinux")]
+    pub guest_btf_vmlinux: Option<Spanned<NoParams>>,
+    #[serde(rename = "guest.btf_modules")]
+    pub guest_btf_modules: Option<Spanned<ModulesParams>>,
+    #[serde(rename = "guest.bpftrace")]
+    pub guest_bpftrace: Option<Spanned<BpftraceParams>>,
+    #[serde(rename = "guest.bpftool")]
+    pub guest_bpftool: Option<Spanned<NoParams>>,
+    #[serde(rename = "guest.core")]
+    pub guest_core: Option<Spanned<NoParams>>,
+    #[serde(rename = "guest.dmesg")]
+    pub guest_dmesg: Option<Spanned<NoParams>>,
+}
+
+impl Checks {
+    /// (id, line) of every listed check, in catalogue order.
+    pub fn listed(&self) -> Vec<(&'static str, u32)> {
+        let line = |l: &serde_saphyr::Location| l.line() as u32;
+        let mut v = Vec::new();
+        macro_rules! add {
+            ($field:ident, $id:expr) => {
+                if let Some(s) = &self.$field {
+                    v.push(($id, line(&s.referenced)));
+                }
+            };
+        }
+        add!(kconfig_btf, "kconfig.btf");
+        add!(vmlinux_btf, "vmlinux.btf");
+        add!(modules_btf, "modules.btf");
+        add!(modules_stripped, "modules.stripped");
+        add!(modules_btf_base, "modules.btf_base");
+        add!(size_budget, "size.budget");
+        add!(guest_boot, "guest.boot");
+        add!(guest_btf_vmlinux, "guest.btf_vmlinux");
+        add!(guest_btf_modules, "guest.btf_modules");
+        add!(guest_bpftrace, "guest.bpftrace");
+        add!(guest_bpftool, "guest.bpftool");
+        add!(guest_core, "guest.core");
+        add!(guest_dmesg, "guest.dmesg");
+        v
+    }
+
+    /// Whether any runtime (guest.*) check is listed: the trial boots.
+    pub fn boots(&self) -> bool {
+        self.listed().iter().any(|(id, _)| id.starts_with("guest."))
+    }
+}
+
+/// `targets.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetsFile {
+    pub targets: BTreeMap<String, Target>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    #[serde(default)]
+    pub description: String,
+    pub source: Source,
+}
+
+/// Where a target's package comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The host's apt, `cargo xtask fetch apt NAME` (Debian hosts).
+    Apt(String),
+    /// The host's apk, `cargo xtask fetch apk NAME` (Alpine hosts).
+    Apk(String),
+    /// A package file or directory on disk.
+    File(PathBuf),
+    /// A kernel built from source by `cargo xtask build` (modules stripped).
+    Build(BuildSpec),
+    /// The same build with its modules not stripped.
+    BuildUnstripped(BuildSpec),
+    /// A directory package: the kernel image and config of one target with the modules of another.
+    Mix(MixSpec),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixSpec {
+    pub boot: String,
+    pub modules: String,
+}
