@@ -349,9 +349,10 @@ fn bpftool(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
 fn core(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
     let (_, out) = m.run(
         CORE,
-        // libbpf-tools buffer their output when it is a file: wait until execsnoop's program is
-        // attached (bpftool lists it), exec a few times, stop it, then read what it printed.
-        "execsnoop > /tmp/es.out 2>&1 & E=$!; i=0; while [ $i -lt 120 ] && kill -0 $E 2>/dev/null && ! bpftool prog show 2>/dev/null | grep -q tracepoint; do sleep 0.25; i=$((i+1)); done; for j in 1 2 3; do /bin/true; done; sleep 0.5; kill -INT $E 2>/dev/null; wait $E; echo \"CORE_RC $?\"; head -c 1500 /tmp/es.out",
+        // libbpf-tools buffer their output when it is a file: stop execsnoop, then read it.
+        // Programs are listed once loaded but fire only once attached: wait for execsnoop's two
+        // tracepoint links (bpftool link show), then exec.
+        "execsnoop > /tmp/es.out 2>&1 & E=$!; i=0; while [ $i -lt 240 ] && kill -0 $E 2>/dev/null && [ $(bpftool link show 2>/dev/null | grep -c perf_event) -lt 2 ]; do sleep 0.25; i=$((i+1)); done; for j in 1 2 3 4 5; do /bin/true; sleep 0.1; done; sleep 0.5; kill -INT $E 2>/dev/null; wait $E; echo \"CORE_RC $?\"; head -c 1500 /tmp/es.out",
         r.command,
     )?;
     let events: Vec<&str> = out.lines().filter(|l| l.starts_with("true ")).collect();
