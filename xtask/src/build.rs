@@ -202,10 +202,20 @@ fn check_fragments(cfg: &Path, frags: &[PathBuf]) -> Result<()> {
     for f in frags {
         for line in std::fs::read_to_string(f)?.lines() {
             let l = line.trim();
-            let wanted_set = l.starts_with("CONFIG_");
-            let wanted_unset = l.starts_with("# CONFIG_") && l.ends_with(" is not set");
-            if (wanted_set || wanted_unset) && !have.lines().any(|h| h.trim() == l) {
+            if l.starts_with("CONFIG_") && !have.lines().any(|h| h.trim() == l) {
                 missing.push(format!("{}: {l}", f.display()));
+            }
+            // "# CONFIG_X is not set": X must not be on (absent is fine: its menu may be hidden).
+            if let Some(name) = l
+                .strip_prefix("# ")
+                .and_then(|r| r.strip_suffix(" is not set"))
+            {
+                if have
+                    .lines()
+                    .any(|h| h.starts_with(&format!("{name}=")) && !h.ends_with("=n"))
+                {
+                    missing.push(format!("{}: {l} (but it is on)", f.display()));
+                }
             }
         }
     }

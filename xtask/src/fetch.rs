@@ -192,7 +192,8 @@ pub fn apt_download(name: &str) -> Result<PathBuf> {
     if let Some(v) = &version {
         let file = dest.join(format!("{name}_{}_amd64.deb", v.replace(':', "%3a")));
         if file.is_file() {
-            return Ok(file);
+            return std::fs::canonicalize(&file)
+                .with_context(|| format!("resolve {}", file.display()));
         }
     } else {
         refresh_apt(&sh)?;
@@ -209,10 +210,7 @@ pub fn apt_download(name: &str) -> Result<PathBuf> {
         .run()
         .map_err(|e| Unavailable(format!("apt-get download {name} failed: {e}")))?;
     let got = single_file(tmp.path(), ".deb")?;
-    let final_path = dest.join(got.file_name().context("downloaded file has no name")?);
-    std::fs::rename(&got, &final_path)
-        .with_context(|| format!("move {} into the cache", got.display()))?;
-    Ok(final_path)
+    store(&got, &dest)
 }
 
 /// `apk fetch NAME` into the cache (apk verifies the signature with /etc/apk/keys).
@@ -230,10 +228,34 @@ pub fn apk_fetch(name: &str) -> Result<PathBuf> {
         .run()
         .map_err(|e| Unavailable(format!("apk fetch {name} failed: {e}")))?;
     let got = single_file(out, ".apk")?;
-    let final_path = dest.join(got.file_name().context("downloaded file has no name")?);
-    std::fs::rename(&got, &final_path)
-        .with_context(|| format!("move {} into the cache", got.display()))?;
-    Ok(final_path)
+    store(&got, &dest)
+}
+
+/// Moves a verified download into the content-addressed store (`<cache>/sha256/<hex>/<name>`)
+/// and points `<index>/<name>` at it; returns the stored path.
+fn store(got: &Path, index: &Path) -> Result<PathBuf> {
+    let name = got
+        .file_name()
+        .context("downloaded file has no name")?
+        .to_owned();
+    let sha = harness::image::initramfs::sha256_file(got).map_err(anyhow::Error::msg)?;
+    let blob_dir = cache_dir().join("sha256").join(&sha);
+    std::fs::create_dir_all(&blob_dir).with_context(|| format!("create {}", blob_dir.display()))?;
+    let blob = blob_dir.join(&name);
+    if blob.is_file() {
+        std::fs::remove_file(got).ok();
+    } else {
+        std::fs::rename(got, &blob)
+            .with_context(|| format!("move {} into the cache", got.display()))?;
+    }
+    let link = index.join(&name);
+    let tmp_link = index.join(format!(".{}.link", name.to_string_lossy()));
+    let _ = std::fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&blob, &tmp_link)
+        .with_context(|| format!("link {}", tmp_link.display()))?;
+    std::fs::rename(&tmp_link, &link)
+        .with_context(|| format!("rename {} into place", link.display()))?;
+    Ok(blob)
 }
 
 fn single_file(dir: &Path, ext: &str) -> Result<PathBuf> {

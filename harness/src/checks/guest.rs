@@ -39,13 +39,14 @@ pub struct Runner<'a> {
 
 type Step = fn(&Runner<'_>, &mut Machine) -> Result<Check, RunError>;
 
-/// The checks after boot, in order.
+/// The checks after boot, in order. bpftrace is started right after the modules load (see
+/// [`start_bpftrace`]) and collected after the checks that run meanwhile.
 pub const STEPS: [(&str, Step); 6] = [
-    (BTF_VMLINUX, btf_vmlinux),
     (BTF_MODULES, btf_modules),
-    (BPFTRACE, bpftrace),
-    (BPFTOOL, bpftool),
+    (BTF_VMLINUX, btf_vmlinux),
     (CORE, core),
+    (BPFTOOL, bpftool),
+    (BPFTRACE, bpftrace),
     (DMESG, dmesg),
 ];
 
@@ -214,7 +215,9 @@ fn btf_modules(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
     })
 }
 
-fn bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
+/// The bpftrace probe run: whether the module probe's module is loaded, the `@map: 1` line
+/// that shows it fired, and the guest shell line.
+fn bpftrace_script(r: &Runner<'_>) -> (bool, String, String) {
     let probe = r.module_probe;
     let loaded = r
         .prep
@@ -247,7 +250,29 @@ fn bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
     let cmd = format!(
         "H=$(ls -d /usr/include/linux /usr/src/linux* /lib/modules/*/build 2>/dev/null); echo \"HEADERS [$H]\"; {workload}; bpftrace -lv kfunc:vmlinux:vfs_read > /tmp/lv.out 2>&1 & L=$!; timeout -s INT {limit} bpftrace -e '{prog}' 2>&1; echo \"BT_RC $?\"; kill $W; wait $L; echo \"LV_RC $?\"; cat /tmp/lv.out"
     );
-    let (_, out) = m.run(BPFTRACE, &cmd, r.command + Duration::from_secs(30))?;
+    (loaded, fired, cmd)
+}
+
+/// Starts the bpftrace probes in the background once the modules are loaded, so that they run
+/// while the other checks do; [`bpftrace`] collects the result.
+pub fn start_bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<(), RunError> {
+    let (_, _, cmd) = bpftrace_script(r);
+    m.run(
+        "start bpftrace",
+        &format!("( {cmd} ) > /tmp/bt.out 2>&1 & BT_PID=$!"),
+        r.command,
+    )?;
+    Ok(())
+}
+
+fn bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
+    let probe = r.module_probe;
+    let (loaded, fired, _) = bpftrace_script(r);
+    let (_, out) = m.run(
+        BPFTRACE,
+        "wait $BT_PID; cat /tmp/bt.out",
+        r.command + Duration::from_secs(30),
+    )?;
     let mut ev = Vec::new();
     let mut bad = Vec::new();
     let headers = lines_with(&out, "HEADERS [")

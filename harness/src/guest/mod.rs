@@ -390,7 +390,13 @@ pub fn verify(
         }
         progress(name);
         let t = Instant::now();
-        match step(&run, &mut m) {
+        let result = step(&run, &mut m).and_then(|c| {
+            if name == gc::BTF_MODULES {
+                gc::start_bpftrace(&run, &mut m)?;
+            }
+            Ok(c)
+        });
+        match result {
             Ok(c) => checks.push(c),
             Err(e) => {
                 checks.push(
