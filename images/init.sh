@@ -17,4 +17,4 @@ while IFS= read -r line; do
   eval "$line"
   echo "@@BTFGATE-RC $?@@"
 done
-poweroff -f
+reboot -f

@@ -104,19 +104,19 @@ fn btf_vmlinux(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
         "if [ -e /sys/kernel/btf/vmlinux ]; then echo SIZE $(stat -c %s /sys/kernel/btf/vmlinux); sha256sum /sys/kernel/btf/vmlinux; else echo MISSING; fi",
         r.command,
     )?;
-    let Some(stat) = r.k.vmlinux_btf() else {
-        return Ok(Check::fail(
-            BTF_VMLINUX,
-            "the package's vmlinux has no valid .BTF to compare with",
-        ));
-    };
-    let want = sha256_hex(&stat.bytes);
     if out.contains("MISSING") {
         return Ok(Check::fail(
             BTF_VMLINUX,
             "/sys/kernel/btf/vmlinux does not exist in the guest",
         ));
     }
+    let Some(stat) = r.k.vmlinux_btf() else {
+        return Ok(Check::fail(
+            BTF_VMLINUX,
+            "the guest exports /sys/kernel/btf/vmlinux but the package's vmlinux has no valid .BTF to compare it with",
+        ));
+    };
+    let want = sha256_hex(&stat.bytes);
     let got = out
         .lines()
         .find(|l| l.ends_with("/sys/kernel/btf/vmlinux"))

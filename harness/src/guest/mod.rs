@@ -408,6 +408,13 @@ pub fn verify(
         }
         mark(name, t);
     }
+    // Report in catalogue order, whatever order they ran in.
+    checks.sort_by_key(|c| {
+        gc::IDS
+            .iter()
+            .position(|id| *id == c.id)
+            .unwrap_or(usize::MAX)
+    });
     let console_tail = if checks
         .iter()
         .any(|c| c.status == crate::checks::Status::Fail)
@@ -452,7 +459,7 @@ pub fn boot_floor(
         Node::file(
             "init",
             0o755,
-            Source::Bytes(b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n".to_vec()),
+            Source::Bytes(b"#!/bin/busybox sh\n/bin/busybox reboot -f\n".to_vec()),
         ),
     ];
     let initrd = image::build(nodes, &crate::fixtures::cache_dir().join("images"))?;

@@ -272,9 +272,10 @@ impl Machine {
         Ok((rc, before.replace('\r', "")))
     }
 
-    /// Powers the guest off and waits for QEMU to exit (killing it if it does not).
+    /// Ends the guest and waits for QEMU to exit (killing it if it does not). `reboot -f`
+    /// works without ACPI (tiny kernels): with `-no-reboot` QEMU exits at the reset.
     pub fn shutdown(mut self) {
-        let _ = self.session.send_line("poweroff -f");
+        let _ = self.session.send_line("reboot -f");
         let _ = self
             .proc
             .wait_until(Instant::now() + Duration::from_secs(10));
