@@ -74,11 +74,9 @@ impl Flavor {
             Flavor::Cloud => "linux-virt",
         }
     }
-    /// Where `cargo xtask fetch-host` records the fetched package path for this flavour.
+    /// Where `cargo xtask fetch apt` records the fetched Debian package of this flavour.
     pub fn marker(self) -> PathBuf {
-        cache_dir()
-            .join("host")
-            .join(format!("{}.path", self.name()))
+        crate::scenario::targets::fetched_marker(self.debian_meta())
     }
 }
 
