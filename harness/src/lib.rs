@@ -12,6 +12,7 @@ pub mod mutate;
 pub mod package;
 pub mod process;
 pub mod qemu;
+pub mod report;
 pub mod scenario;
 pub mod size;
 

@@ -1,0 +1,1 @@
+//! Markdown report, fit to paste into a merge-request comment.

@@ -1,0 +1,148 @@
+//! Reports of verdicts for people and CI: the data every renderer reads, and the Markdown,
+//! JUnit XML and SVG renderings of it.
+//!
+//! `verify` produces one [`PackageReport`] per package; `compare` produces a [`Comparison`]
+//! (the packages in order, oldest first, and one gated [`Step`] per consecutive pair). The
+//! renderers are pure functions of these values, so they are tested on hand-made values.
+
+pub mod junit;
+pub mod markdown;
+pub mod svg;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::checks::{Check, Status};
+use crate::kernel::Kernel;
+use crate::size::Breakdown;
+
+/// One package's identity, numbers and check results.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageReport {
+    /// Short label for tables and chart axes: `<name> <version>`.
+    pub label: String,
+    pub path: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// `uname -r` of the kernel, when known.
+    pub release: Option<String>,
+    pub size: Breakdown,
+    /// Static checks, then guest checks when the package was booted.
+    pub checks: Vec<Check>,
+    /// The runtime half, when the package was booted.
+    pub runtime: Option<RuntimeSummary>,
+}
+
+/// How the guest run went, for the report's footer.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeSummary {
+    /// `kvm` or `tcg`, and why it was chosen.
+    pub accel: String,
+    pub accel_reason: String,
+    /// Wall seconds per phase, in order.
+    pub phases: Vec<(String, f64)>,
+    pub transcript: PathBuf,
+}
+
+impl PackageReport {
+    /// The report of `kernel` with the checks run on it.
+    pub fn new(kernel: &Kernel, checks: Vec<Check>) -> PackageReport {
+        let m = &kernel.meta;
+        let name = if m.name.is_empty() {
+            kernel
+                .source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "package".to_string())
+        } else {
+            m.name.clone()
+        };
+        PackageReport {
+            label: if m.version.is_empty() {
+                name.clone()
+            } else {
+                format!("{name} {}", m.version)
+            },
+            path: kernel.source.clone(),
+            name,
+            version: m.version.clone(),
+            arch: m.arch.clone(),
+            release: kernel.release.clone(),
+            size: Breakdown::of(kernel),
+            checks,
+            runtime: None,
+        }
+    }
+
+    /// True when no check failed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.status != Status::Fail)
+    }
+}
+
+/// Several packages of one flavour, oldest first, each consecutive pair gated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub packages: Vec<PackageReport>,
+    pub steps: Vec<Step>,
+    /// Budget for the BTF cost of each NEW package, in bytes.
+    pub budget: u64,
+    /// Largest allowed package growth from OLD to NEW, in bytes (`None`: not gated).
+    pub max_growth: Option<u64>,
+}
+
+impl Comparison {
+    /// True when every step's gate passed.
+    pub fn passed(&self) -> bool {
+        self.steps.iter().all(Step::passed)
+    }
+}
+
+/// One bump: `packages[old]` → `packages[new]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub old: usize,
+    pub new: usize,
+    /// The numbers, old → new, in display order.
+    pub rows: Vec<Row>,
+    /// The gate: `btf.present` (BTF in both), `btf.modules` (module BTF coverage kept),
+    /// `size.budget`, `size.delta`, and every static check of NEW that failed.
+    pub gate: Vec<Check>,
+    /// Things a reviewer should know that do not fail the gate (e.g. flavours differ).
+    pub notes: Vec<String>,
+}
+
+impl Step {
+    pub fn passed(&self) -> bool {
+        self.gate.iter().all(|c| c.status != Status::Fail)
+    }
+}
+
+/// One line of a comparison table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// What is measured, e.g. `package file`, `BTF cost`, `modules with .BTF`.
+    pub what: String,
+    pub unit: Unit,
+    pub old: Option<u64>,
+    pub new: Option<u64>,
+}
+
+impl Row {
+    /// `new - old`, when both are known.
+    pub fn delta(&self) -> Option<i128> {
+        Some(self.new? as i128 - self.old? as i128)
+    }
+}
+
+/// How a row's numbers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    Bytes,
+    Count,
+    /// 1 = yes, 0 = no.
+    Bool,
+}

@@ -1,0 +1,1 @@
+//! SVG chart of package size and BTF cost across packages.
