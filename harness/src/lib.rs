@@ -4,6 +4,7 @@ pub mod build;
 pub mod checks;
 pub mod codec;
 pub mod error;
+pub mod fetch;
 pub mod fixtures;
 pub mod guest;
 pub mod image;

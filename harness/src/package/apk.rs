@@ -195,7 +195,7 @@ pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<ApkInfo> {
     let mut r = Counted::new(BufReader::with_capacity(64 << 10, file));
 
     check_gzip_magic(path, &mut r, true)?;
-    let first = gunzip_member(&mut r, true)
+    let first = gunzip_member(&mut r, true, MAX_SMALL_MEMBER)
         .map_err(|e| Error::bad(path, SPLIT, format!("gzip member 0 at offset 0: {e}")))?;
     let first_range = 0..r.pos;
     let first_tar = small_tar(&first.data)
@@ -217,7 +217,7 @@ pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<ApkInfo> {
         }
         check_gzip_magic(path, &mut r, false)?;
         let start = r.pos;
-        let control = gunzip_member(&mut r, true).map_err(|e| {
+        let control = gunzip_member(&mut r, true, MAX_SMALL_MEMBER).map_err(|e| {
             Error::bad(path, SPLIT, format!("gzip member 1 at offset {start}: {e}"))
         })?;
         members.push(start..r.pos);
@@ -332,7 +332,7 @@ enum SigAlg {
 }
 
 #[derive(Debug)]
-struct SignEntry {
+pub(super) struct SignEntry {
     /// `None` for algorithms btfgate does not verify (DSA).
     alg: Option<SigAlg>,
     name: String,
@@ -340,7 +340,7 @@ struct SignEntry {
     sig: Vec<u8>,
 }
 
-fn parse_sign_entries(path: &Path, tar: &[(String, Vec<u8>)]) -> Result<Vec<SignEntry>> {
+pub(super) fn parse_sign_entries(path: &Path, tar: &[(String, Vec<u8>)]) -> Result<Vec<SignEntry>> {
     let mut out = Vec::new();
     for (name, data) in tar {
         let rest = name.strip_prefix(".SIGN.").ok_or_else(|| {
@@ -383,7 +383,7 @@ fn parse_sign_entries(path: &Path, tar: &[(String, Vec<u8>)]) -> Result<Vec<Sign
 /// Verifies the first signature whose key is in `opts.keys_dir`. Returns the signer, or `None`
 /// when the package is unsigned or no key is known and `opts.allow_untrusted` is set. A
 /// signature that fails with a key that is present is an error in every case.
-fn verify_signature(
+pub(super) fn verify_signature(
     path: &Path,
     opts: &ReadOptions,
     sigs: &[SignEntry],
@@ -513,14 +513,14 @@ fn hash_file_range(path: &Path, range: &Range<u64>, h: &mut impl Digest) -> Resu
 
 /// A buffered reader that counts (and optionally records) the bytes consumed from it, so
 /// gzip member boundaries are exact.
-struct Counted<R> {
+pub(super) struct Counted<R> {
     inner: BufReader<R>,
-    pos: u64,
+    pub(super) pos: u64,
     record: Option<Vec<u8>>,
 }
 
 impl<R: Read> Counted<R> {
-    fn new(inner: BufReader<R>) -> Self {
+    pub(super) fn new(inner: BufReader<R>) -> Self {
         Counted {
             inner,
             pos: 0,
@@ -528,7 +528,7 @@ impl<R: Read> Counted<R> {
         }
     }
 
-    fn at_eof(&mut self) -> io::Result<bool> {
+    pub(super) fn at_eof(&mut self) -> io::Result<bool> {
         Ok(self.inner.fill_buf()?.is_empty())
     }
 }
@@ -560,7 +560,11 @@ impl<R: Read> BufRead for Counted<R> {
 }
 
 /// Refuses what is not a gzip member at the reader's position (naming APK v3 when it is one).
-fn check_gzip_magic<R: Read>(path: &Path, r: &mut Counted<R>, first: bool) -> Result<()> {
+pub(super) fn check_gzip_magic<R: Read>(
+    path: &Path,
+    r: &mut Counted<R>,
+    first: bool,
+) -> Result<()> {
     let pos = r.pos;
     let head = r
         .fill_buf()
@@ -586,35 +590,39 @@ fn check_gzip_magic<R: Read>(path: &Path, r: &mut Counted<R>, first: bool) -> Re
     ))
 }
 
-struct Member {
-    data: Vec<u8>,
+pub(super) struct Member {
+    pub(super) data: Vec<u8>,
     /// The member's compressed bytes when recorded.
-    compressed: Vec<u8>,
+    pub(super) compressed: Vec<u8>,
 }
 
-/// Decompresses the gzip member at the reader's position (at most [`MAX_SMALL_MEMBER`] bytes),
+/// Decompresses the gzip member at the reader's position (at most `limit` bytes),
 /// leaving the reader exactly after its trailer.
-fn gunzip_member<R: Read>(r: &mut Counted<R>, record: bool) -> io::Result<Member> {
+pub(super) fn gunzip_member<R: Read>(
+    r: &mut Counted<R>,
+    record: bool,
+    limit: u64,
+) -> io::Result<Member> {
     if record {
         r.record = Some(Vec::new());
     }
     let mut data = Vec::new();
     let res = {
         let mut dec = flate2::bufread::GzDecoder::new(&mut *r);
-        (&mut dec).take(MAX_SMALL_MEMBER + 1).read_to_end(&mut data)
+        (&mut dec).take(limit + 1).read_to_end(&mut data)
     };
     let compressed = r.record.take().unwrap_or_default();
     res?;
-    if data.len() as u64 > MAX_SMALL_MEMBER {
+    if data.len() as u64 > limit {
         return Err(io::Error::other(format!(
-            "decompresses to more than {MAX_SMALL_MEMBER} bytes, too large for a signature or control member"
+            "decompresses to more than {limit} bytes, too large for a signature, control or index member"
         )));
     }
     Ok(Member { data, compressed })
 }
 
 /// The regular files of a small in-memory tar (end-of-archive blocks optional), in order.
-fn small_tar(data: &[u8]) -> io::Result<Vec<(String, Vec<u8>)>> {
+pub(super) fn small_tar(data: &[u8]) -> io::Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut ar = tar::Archive::new(data);
     for entry in ar.entries()? {
@@ -704,7 +712,7 @@ impl SigningKey {
         Ok(pem.as_str().to_string())
     }
 
-    fn sign_sha1(&self, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    pub(super) fn sign_sha1(&self, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
         self.key
             .pkcs1v15_sign_prehash::<Sha1>(&Sha1::digest(bytes))
             .map_err(|e| anyhow!("sign with key {}: {e}", self.name))
@@ -904,7 +912,7 @@ impl<W: Write, D: Digest> Write for HashingWriter<W, D> {
     }
 }
 
-fn gzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+pub(super) fn gzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut gz = GzEncoder::new(Vec::new(), Compression::best());
     gz.write_all(bytes).context("compress")?;
     gz.finish().context("compress")
@@ -1109,7 +1117,7 @@ fn write_pax(w: &mut impl Write, name: &[u8], records: &[(&str, Vec<u8>)]) -> an
     tar_entry(w, &h, &body)
 }
 
-fn small_header(name: &str, size: u64) -> anyhow::Result<tar::Header> {
+pub(super) fn small_header(name: &str, size: u64) -> anyhow::Result<tar::Header> {
     let mut h = tar::Header::new_ustar();
     if name.len() > 100 {
         bail!("tar entry name {name:?} is longer than 100 bytes");
@@ -1128,7 +1136,7 @@ fn small_header(name: &str, size: u64) -> anyhow::Result<tar::Header> {
 }
 
 /// Writes a tar header, `data` and the padding to the next 512-byte block.
-fn tar_entry(w: &mut impl Write, h: &tar::Header, data: &[u8]) -> anyhow::Result<()> {
+pub(super) fn tar_entry(w: &mut impl Write, h: &tar::Header, data: &[u8]) -> anyhow::Result<()> {
     w.write_all(h.as_bytes())?;
     w.write_all(data)?;
     pad(w, data.len() as u64)
@@ -1188,14 +1196,14 @@ mod tests {
         let all = [a.clone(), b.clone(), c.clone()].concat();
         // A tiny buffer forces members to straddle buffer refills.
         let mut r = Counted::new(BufReader::with_capacity(7, &all[..]));
-        let m = gunzip_member(&mut r, true).unwrap();
+        let m = gunzip_member(&mut r, true, MAX_SMALL_MEMBER).unwrap();
         assert_eq!(m.data, b"first member");
         assert_eq!(m.compressed, a);
         assert_eq!(r.pos, a.len() as u64);
-        let m = gunzip_member(&mut r, false).unwrap();
+        let m = gunzip_member(&mut r, false, MAX_SMALL_MEMBER).unwrap();
         assert_eq!(m.data.len(), 100_000);
         assert_eq!(r.pos, (a.len() + b.len()) as u64);
-        let m = gunzip_member(&mut r, true).unwrap();
+        let m = gunzip_member(&mut r, true, MAX_SMALL_MEMBER).unwrap();
         assert_eq!(m.data, b"third");
         assert_eq!(m.compressed, c);
         assert_eq!(r.pos, all.len() as u64);
@@ -1208,9 +1216,9 @@ mod tests {
         let n = a.len();
         a[n - 6] ^= 0xff; // CRC
         let mut r = Counted::new(BufReader::new(&a[..]));
-        assert!(gunzip_member(&mut r, false).is_err());
+        assert!(gunzip_member(&mut r, false, MAX_SMALL_MEMBER).is_err());
         let mut r = Counted::new(BufReader::new(&b"not gzip"[..]));
-        assert!(gunzip_member(&mut r, false).is_err());
+        assert!(gunzip_member(&mut r, false, MAX_SMALL_MEMBER).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Package readers: turn an APK v2, a .deb or a directory into a stream of entries, verified, with metadata.
 
 pub mod apk;
+pub mod apkindex;
 pub mod deb;
 pub mod dir;
 pub mod extract;
