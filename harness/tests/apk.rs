@@ -574,7 +574,7 @@ fn writer_round_trip() -> R {
     // abuild layout: control and signature tars without end blocks, data tar with them.
     let control_tar = gunzip(control);
     ensure!(
-        control_tar.len() % 512 == 0 && control_tar.len() <= 1024,
+        control_tar.len().is_multiple_of(512) && control_tar.len() <= 1024,
         "control tar {} bytes",
         control_tar.len()
     );
@@ -803,7 +803,7 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn pad(out: &mut Vec<u8>) {
-    while out.len() % 512 != 0 {
+    while !out.len().is_multiple_of(512) {
         out.push(0);
     }
 }

@@ -21,6 +21,8 @@ use harness::package::ReadOptions;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 type R = Result<(), Failed>;
+/// A named trial body.
+type Case = (&'static str, fn() -> R);
 
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {
@@ -387,7 +389,7 @@ fn list_reads_the_index() -> R {
 fn bad_index_signature() -> R {
     let w = World::new();
     // The signature member of a good index, followed by the index member of another one.
-    let good = index_bytes(&w.dir, &[w.virt.1.clone()], Some(key()));
+    let good = index_bytes(&w.dir, std::slice::from_ref(&w.virt.1), Some(key()));
     let sig_len = gzip_member_len(&good);
     let mut evil_entry = w.virt.1.clone();
     evil_entry.version = "6.12.21-r0".into();
@@ -401,9 +403,9 @@ fn bad_index_signature() -> R {
 
 fn untrusted_index_key() -> R {
     let w = World::new();
-    w.serve_index(&[w.virt.1.clone()], Some(other_key()));
+    w.serve_index(std::slice::from_ref(&w.virt.1), Some(other_key()));
     w.refused("linux-virt", "refused", "no such key in keys dir")?;
-    w.serve_index(&[w.virt.1.clone()], None);
+    w.serve_index(std::slice::from_ref(&w.virt.1), None);
     w.refused("linux-virt", "refused", "not signed")
 }
 
@@ -731,7 +733,7 @@ fn real_package_through_mirror() -> R {
 fn main() {
     let args = Arguments::from_args();
     let alpine = alpine_dir();
-    let local: Vec<(&str, fn() -> R)> = vec![
+    let local: Vec<Case> = vec![
         ("fetch::mirror::happy_path", happy_path),
         ("fetch::mirror::list_reads_the_index", list_reads_the_index),
         (
@@ -758,7 +760,7 @@ fn main() {
         ),
         ("fetch::mirror::concurrent_fetches", concurrent_fetches),
     ];
-    let real: Vec<(&str, fn() -> R)> = vec![
+    let real: Vec<Case> = vec![
         ("fetch::alpine_fixtures::index_x86_64", real_index_x86_64),
         ("fetch::alpine_fixtures::index_aarch64", real_index_aarch64),
         ("fetch::alpine_fixtures::refusals", real_index_refusals),

@@ -147,7 +147,7 @@ impl<'a> Btf<'a> {
         };
         let types = span(header.type_off, header.type_len).ok_or_else(layout_err)?;
         let strings = span(header.str_off, header.str_len).ok_or_else(layout_err)?;
-        if header.type_off % 4 != 0 {
+        if !header.type_off.is_multiple_of(4) {
             return Err(layout_err());
         }
         // Standalone BTF starts its strings with "" (offset 0 = anonymous); split BTF continues
