@@ -1,21 +1,142 @@
-//! `fetch`: kernel packages from the host's package manager (apt on Debian, apk on Alpine), so
-//! the host's mirrors, proxies and keys apply. Downloads land in a temporary directory of the
-//! cache and are renamed into place only once the package manager has verified them.
+//! `fetch`: kernel packages from an Alpine mirror (signed index, verified packages) or from the
+//! host's package manager (apt on Debian, apk on Alpine, so the host's mirrors, proxies and keys
+//! apply). Downloads land in a temporary file of the cache and are renamed into the
+//! content-addressed store only once verified.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use harness::fetch::alpine::{Fetcher, Repo, DEFAULT_MIRROR};
+use harness::fetch::{FetchError, Store};
 use harness::fixtures::{cache_dir, Flavor};
 use xshell::{cmd, Shell};
 
 #[derive(Subcommand)]
 pub enum Source {
+    /// Download .apk packages from an Alpine mirror, verified against its signed APKINDEX
+    Alpine(AlpineArgs),
     /// Download .deb packages with `apt-get download` (default: the host's default kernel flavours)
     Apt { packages: Vec<String> },
     /// Download .apk packages with `apk fetch` (default: linux-lts linux-virt)
     Apk { packages: Vec<String> },
 }
+
+/// Where and what to fetch from an Alpine mirror.
+#[derive(Args, Clone)]
+pub struct AlpineArgs {
+    /// Mirror root (http, https, file:// or a path)
+    #[arg(long, default_value = DEFAULT_MIRROR)]
+    pub mirror: String,
+    /// latest-stable, edge or vX.Y
+    #[arg(long, default_value = "latest-stable")]
+    pub branch: String,
+    #[arg(long, default_value = "main")]
+    pub repo: String,
+    #[arg(long, default_value = "x86_64")]
+    pub arch: String,
+    /// Directory of trusted signing keys (the index must be signed by one of them)
+    #[arg(long, default_value = "/etc/apk/keys")]
+    pub keys_dir: PathBuf,
+    /// Print the matching index entries and download nothing
+    #[arg(long)]
+    pub list: bool,
+    /// NAME or NAME=VERSION (default: linux-lts linux-virt)
+    pub packages: Vec<String>,
+}
+
+impl AlpineArgs {
+    /// The fetcher these arguments describe, after checking them.
+    pub fn fetcher(&self) -> Result<Fetcher> {
+        let repo = Repo {
+            mirror: self.mirror.clone(),
+            branch: self.branch.clone(),
+            repo: self.repo.clone(),
+            arch: self.arch.clone(),
+        };
+        repo.validate()
+            .map_err(|e| harness::Error::bad(Path::new(&self.mirror), "fetch alpine", e))?;
+        if !self.keys_dir.is_dir() {
+            return Err(harness::Error::bad(
+                &self.keys_dir,
+                "fetch alpine",
+                "the keys directory does not exist: pass --keys-dir with Alpine's signing keys \
+                 (package alpine-keys, or https://alpinelinux.org/keys/)",
+            )
+            .into());
+        }
+        let mut f = Fetcher::new(repo, self.keys_dir.clone(), Store::default_cache());
+        f.progress = std::io::stderr().is_terminal();
+        Ok(f)
+    }
+}
+
+/// Runs `fetch alpine`: lists or fetches; returns the stored paths.
+pub fn alpine(a: &AlpineArgs) -> Result<Vec<PathBuf>> {
+    let f = a.fetcher()?;
+    let packages = if a.packages.is_empty() {
+        Flavor::ALL
+            .iter()
+            .map(|f| f.alpine_package().to_string())
+            .collect()
+    } else {
+        a.packages.clone()
+    };
+    let index = f.index().map_err(fetch_error)?;
+    let entries = packages
+        .iter()
+        .map(|p| f.pick(&index, p).cloned().map_err(fetch_error))
+        .collect::<Result<Vec<_>>>()?;
+    if a.list {
+        println!(
+            "# {} ({}, signed by {})",
+            f.repo.index_url(),
+            index.description.as_deref().unwrap_or("no DESCRIPTION"),
+            index.signer.as_deref().unwrap_or("nobody")
+        );
+        println!(
+            "{:<24} {:<16} {:<8} {:>14} {:>14}",
+            "NAME", "VERSION", "ARCH", "DOWNLOAD", "INSTALLED"
+        );
+        for e in &entries {
+            println!(
+                "{:<24} {:<16} {:<8} {:>14} {:>14}",
+                e.name,
+                e.version,
+                e.arch,
+                harness::size::grouped(e.size),
+                harness::size::grouped(e.installed_size)
+            );
+        }
+        return Ok(Vec::new());
+    }
+    entries
+        .iter()
+        .map(|e| f.fetch(e).map_err(fetch_error))
+        .collect()
+}
+
+/// Maps a fetch error to the exit-code families: unavailable mirror → 69, the rest → 2.
+pub fn fetch_error(e: FetchError) -> anyhow::Error {
+    match e {
+        FetchError::Unavailable { .. } | FetchError::Cache { .. } => {
+            Unavailable(e.to_string()).into()
+        }
+        FetchError::NotFound { .. } | FetchError::Refused { .. } => BadFetch(e).into(),
+    }
+}
+
+/// A fetch that was refused or asked for something that does not exist: exit 2.
+#[derive(Debug)]
+pub struct BadFetch(pub FetchError);
+
+impl std::fmt::Display for BadFetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+impl std::error::Error for BadFetch {}
 
 /// Infrastructure is missing (no package manager, no network): exit 69.
 #[derive(Debug)]
@@ -58,6 +179,7 @@ pub fn host() -> Host {
 
 pub fn run(source: Source) -> Result<()> {
     let paths = match source {
+        Source::Alpine(a) => alpine(&a)?,
         Source::Apt { packages } if packages.is_empty() => host_defaults_apt()?,
         Source::Apt { packages } => packages
             .iter()
@@ -210,7 +332,7 @@ pub fn apt_download(name: &str) -> Result<PathBuf> {
         .run()
         .map_err(|e| Unavailable(format!("apt-get download {name} failed: {e}")))?;
     let got = single_file(tmp.path(), ".deb")?;
-    store(&got, &dest)
+    store(&got, "apt")
 }
 
 /// `apk fetch NAME` into the cache (apk verifies the signature with /etc/apk/keys).
@@ -228,34 +350,22 @@ pub fn apk_fetch(name: &str) -> Result<PathBuf> {
         .run()
         .map_err(|e| Unavailable(format!("apk fetch {name} failed: {e}")))?;
     let got = single_file(out, ".apk")?;
-    store(&got, &dest)
+    store(&got, "apk")
 }
 
-/// Moves a verified download into the content-addressed store (`<cache>/sha256/<hex>/<name>`)
-/// and points `<index>/<name>` at it; returns the stored path.
-fn store(got: &Path, index: &Path) -> Result<PathBuf> {
+/// Moves a download the package manager verified into the content-addressed store and points
+/// `<index>/<name>` at it; returns the stored path.
+fn store(got: &Path, index: &str) -> Result<PathBuf> {
     let name = got
         .file_name()
         .context("downloaded file has no name")?
-        .to_owned();
-    let sha = harness::image::initramfs::sha256_file(got).map_err(anyhow::Error::msg)?;
-    let blob_dir = cache_dir().join("sha256").join(&sha);
-    std::fs::create_dir_all(&blob_dir).with_context(|| format!("create {}", blob_dir.display()))?;
-    let blob = blob_dir.join(&name);
-    if blob.is_file() {
-        std::fs::remove_file(got).ok();
-    } else {
-        std::fs::rename(got, &blob)
-            .with_context(|| format!("move {} into the cache", got.display()))?;
-    }
-    let link = index.join(&name);
-    let tmp_link = index.join(format!(".{}.link", name.to_string_lossy()));
-    let _ = std::fs::remove_file(&tmp_link);
-    std::os::unix::fs::symlink(&blob, &tmp_link)
-        .with_context(|| format!("link {}", tmp_link.display()))?;
-    std::fs::rename(&tmp_link, &link)
-        .with_context(|| format!("rename {} into place", link.display()))?;
-    Ok(blob)
+        .to_string_lossy()
+        .into_owned();
+    let tmp = tempfile::TempPath::try_from_path(got)
+        .with_context(|| format!("take over {}", got.display()))?;
+    Store::default_cache()
+        .put(tmp, &name, index)
+        .map_err(fetch_error)
 }
 
 fn single_file(dir: &Path, ext: &str) -> Result<PathBuf> {

@@ -47,7 +47,7 @@ enum Cmd {
         #[command(flatten)]
         rt: verify::RuntimeOpts,
     },
-    /// Fetch kernel packages with the host's package manager into the cache
+    /// Fetch kernel packages into the cache (from an Alpine mirror, or with apt or apk)
     Fetch {
         #[command(subcommand)]
         source: fetch::Source,
@@ -112,6 +112,8 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             let code = if e.downcast_ref::<harness::Error>().is_some() {
+                EXIT_BAD_INPUT
+            } else if e.downcast_ref::<fetch::BadFetch>().is_some() {
                 EXIT_BAD_INPUT
             } else if e.downcast_ref::<fetch::Unavailable>().is_some() {
                 EXIT_INFRA
