@@ -3,6 +3,7 @@
 pub mod build;
 pub mod checks;
 pub mod codec;
+pub mod compare;
 pub mod error;
 pub mod fetch;
 pub mod fixtures;
