@@ -26,16 +26,8 @@ pub enum Source {
 /// Where and what to fetch from an Alpine mirror.
 #[derive(Args, Clone)]
 pub struct AlpineArgs {
-    /// Mirror root (http, https, file:// or a path)
-    #[arg(long, default_value = DEFAULT_MIRROR)]
-    pub mirror: String,
-    /// latest-stable, edge or vX.Y
-    #[arg(long, default_value = "latest-stable")]
-    pub branch: String,
-    #[arg(long, default_value = "main")]
-    pub repo: String,
-    #[arg(long, default_value = "x86_64")]
-    pub arch: String,
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
     /// Directory of trusted signing keys (the index must be signed by one of them)
     #[arg(long, default_value = "/etc/apk/keys")]
     pub keys_dir: PathBuf,
@@ -46,9 +38,32 @@ pub struct AlpineArgs {
     pub packages: Vec<String>,
 }
 
+/// Which Alpine repository to fetch from.
+#[derive(Args, Clone)]
+pub struct MirrorArgs {
+    /// Alpine mirror root (http, https, file:// or a path)
+    #[arg(long, default_value = DEFAULT_MIRROR)]
+    pub mirror: String,
+    /// Alpine branch: latest-stable, edge or vX.Y
+    #[arg(long, default_value = "latest-stable")]
+    pub branch: String,
+    /// Alpine repository
+    #[arg(long, default_value = "main")]
+    pub repo: String,
+    #[arg(long, default_value = "x86_64")]
+    pub arch: String,
+}
+
 impl AlpineArgs {
     /// The fetcher these arguments describe, after checking them.
     pub fn fetcher(&self) -> Result<Fetcher> {
+        self.mirror.fetcher(&self.keys_dir)
+    }
+}
+
+impl MirrorArgs {
+    /// A fetcher from this repository trusting the keys in `keys_dir`, after checking both.
+    pub fn fetcher(&self, keys_dir: &Path) -> Result<Fetcher> {
         let repo = Repo {
             mirror: self.mirror.clone(),
             branch: self.branch.clone(),
@@ -57,16 +72,16 @@ impl AlpineArgs {
         };
         repo.validate()
             .map_err(|e| harness::Error::bad(Path::new(&self.mirror), "fetch alpine", e))?;
-        if !self.keys_dir.is_dir() {
+        if !keys_dir.is_dir() {
             return Err(harness::Error::bad(
-                &self.keys_dir,
+                keys_dir,
                 "fetch alpine",
                 "the keys directory does not exist: pass --keys-dir with Alpine's signing keys \
                  (package alpine-keys, or https://alpinelinux.org/keys/)",
             )
             .into());
         }
-        let mut f = Fetcher::new(repo, self.keys_dir.clone(), Store::default_cache());
+        let mut f = Fetcher::new(repo, keys_dir.to_path_buf(), Store::default_cache());
         f.progress = std::io::stderr().is_terminal();
         Ok(f)
     }
