@@ -1,1 +1,703 @@
 //! Markdown report, fit to paste into a merge-request comment.
+//!
+//! Every free-text value (details, evidence, labels, paths, notes) goes through [`text`] or
+//! [`code`] so a `|`, `<` or backtick in a package's data can never break a table or inject HTML.
+
+use std::fmt::Write as _;
+
+use super::{Comparison, PackageReport, Row, RuntimeSummary, Step, Unit};
+use crate::checks::{Check, Status};
+use crate::size::grouped;
+
+/// Evidence lines shown per failed check (a merge-request comment holds 64 KiB at most).
+const EVIDENCE_MAX: usize = 40;
+
+/// The report of `verify`: a verdict line, then per package its checks, size table and budget.
+pub fn verify(reports: &[PackageReport], budget: u64) -> String {
+    let mut out = String::new();
+    let failed = reports.iter().filter(|r| !r.passed()).count();
+    let all: Vec<&Check> = reports.iter().flat_map(|r| &r.checks).collect();
+    let headline = if failed == 0 {
+        format!(
+            "## ✅ btfgate: {} of {} {} passed",
+            reports.len(),
+            reports.len(),
+            plural(reports.len(), "package", "packages")
+        )
+    } else {
+        format!(
+            "## ❌ btfgate: {failed} of {} {} failed",
+            reports.len(),
+            plural(reports.len(), "package", "packages")
+        )
+    };
+    let _ = writeln!(out, "{headline}\n");
+    let _ = writeln!(out, "Checks: {}.\n", counts(all.iter().copied()));
+    for r in reports {
+        package(&mut out, r, budget);
+    }
+    out
+}
+
+fn package(out: &mut String, r: &PackageReport, budget: u64) {
+    let _ = writeln!(out, "### {} {}\n", mark(r.passed()), text(&r.label));
+    let mut facts = vec![text(&r.path.display().to_string())];
+    if !r.arch.is_empty() {
+        facts.push(text(&r.arch));
+    }
+    if let Some(rel) = &r.release {
+        facts.push(format!("release {}", code(rel)));
+    }
+    let _ = writeln!(out, "{}\n", facts.join(" · "));
+    checks_table(out, &r.checks);
+
+    let _ = writeln!(out, "| | with BTF | BTF share | without BTF |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    for (what, with, share, without) in r.size.rows() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            text(&what),
+            grouped(with),
+            grouped(share),
+            grouped(without)
+        );
+    }
+    let total = r.size.total;
+    let (verdict, tail) = match total {
+        0 => ("⚠️", ": no BTF is delivered"),
+        t if t <= budget => ("✅", ""),
+        _ => ("❌", ""),
+    };
+    let _ = writeln!(
+        out,
+        "\n{verdict} BTF cost **{}** ({} B) of budget {} ({} B){tail}\n",
+        human(total),
+        grouped(total),
+        human(budget),
+        grouped(budget)
+    );
+    if let Some(rt) = &r.runtime {
+        runtime(out, rt);
+    }
+}
+
+fn runtime(out: &mut String, rt: &RuntimeSummary) {
+    let mut parts = vec![format!(
+        "Runtime: accel {} ({})",
+        code(&rt.accel),
+        text(&rt.accel_reason)
+    )];
+    for (phase, secs) in &rt.phases {
+        parts.push(format!("{} {}", text(phase), seconds(*secs)));
+    }
+    let total: f64 = rt
+        .phases
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.is_finite())
+        .sum();
+    parts.push(format!("total {}", seconds(total)));
+    let _ = writeln!(out, "{}\n", parts.join(" · "));
+    let _ = writeln!(
+        out,
+        "Transcript: {}\n",
+        text(&rt.transcript.display().to_string())
+    );
+}
+
+fn seconds(s: f64) -> String {
+    if s.is_finite() {
+        format!("{s:.1} s")
+    } else {
+        "? s".to_string()
+    }
+}
+
+/// The check table, then the evidence of every failed check in a collapsed block.
+fn checks_table(out: &mut String, checks: &[Check]) {
+    if checks.is_empty() {
+        let _ = writeln!(out, "_No checks ran._\n");
+        return;
+    }
+    let _ = writeln!(out, "| check | status | detail |");
+    let _ = writeln!(out, "|---|---|---|");
+    for c in checks {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            code(c.id),
+            status(c.status),
+            text(&c.detail)
+        );
+    }
+    out.push('\n');
+    for c in checks
+        .iter()
+        .filter(|c| c.status == Status::Fail && !c.evidence.is_empty())
+    {
+        let n = c.evidence.len();
+        // HTML block: the summary is HTML-escaped; the body is a fenced block, read literally.
+        let _ = writeln!(
+            out,
+            "<details><summary>{}: {n} {}</summary>\n",
+            html(c.id),
+            plural(n, "line of evidence", "lines of evidence")
+        );
+        let mut body = c.evidence[..n.min(EVIDENCE_MAX)].join("\n");
+        if n > EVIDENCE_MAX {
+            let _ = write!(body, "\n… {} more", n - EVIDENCE_MAX);
+        }
+        let fence = "`".repeat(longest_run(&body, '`').max(2) + 1);
+        let _ = writeln!(out, "{fence}text\n{body}\n{fence}\n\n</details>\n");
+    }
+}
+
+/// The report of `compare`: per step, the numbers old → new, the gate, and the notes.
+pub fn compare(c: &Comparison) -> String {
+    let mut out = String::new();
+    let failed = c.steps.iter().filter(|s| !s.passed()).count();
+    let n = c.steps.len();
+    let headline = if failed == 0 {
+        format!(
+            "## ✅ btfgate compare: {n} of {n} {} passed",
+            plural(n, "step", "steps")
+        )
+    } else {
+        format!(
+            "## ❌ btfgate compare: {failed} of {n} {} failed",
+            plural(n, "step", "steps")
+        )
+    };
+    let _ = writeln!(out, "{headline}\n");
+    let mut gate = format!("Budget for BTF cost: {}", human(c.budget));
+    if let Some(g) = c.max_growth {
+        let _ = write!(gate, "; largest allowed package growth: {}", human(g));
+    }
+    let _ = writeln!(out, "{gate}.\n");
+    for s in &c.steps {
+        step(&mut out, c, s);
+    }
+    out
+}
+
+fn label_of(c: &Comparison, i: usize) -> String {
+    c.packages
+        .get(i)
+        .map(|p| p.label.clone())
+        .unwrap_or_else(|| format!("package #{i}"))
+}
+
+fn step(out: &mut String, c: &Comparison, s: &Step) {
+    let verdict = if s.passed() {
+        "gate passed"
+    } else {
+        "gate FAILED"
+    };
+    let _ = writeln!(
+        out,
+        "### {} {} → {}: {verdict}\n",
+        mark(s.passed()),
+        code(&label_of(c, s.old)),
+        code(&label_of(c, s.new))
+    );
+    if !s.rows.is_empty() {
+        let _ = writeln!(out, "| | old | new | Δ |");
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        for r in &s.rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                text(&r.what),
+                value(r.unit, r.old),
+                value(r.unit, r.new),
+                delta(r)
+            );
+        }
+        out.push('\n');
+    }
+    checks_table(out, &s.gate);
+    if !s.notes.is_empty() {
+        let _ = writeln!(out, "Notes:\n");
+        for n in &s.notes {
+            let _ = writeln!(out, "- {}", text(n));
+        }
+        out.push('\n');
+    }
+}
+
+fn value(unit: Unit, v: Option<u64>) -> String {
+    let Some(v) = v else {
+        return "—".to_string();
+    };
+    match unit {
+        Unit::Bytes => format!("{} ({})", grouped(v), human(v)),
+        Unit::Count => v.to_string(),
+        Unit::Bool => if v != 0 { "yes" } else { "no" }.to_string(),
+    }
+}
+
+fn delta(r: &Row) -> String {
+    let Some(d) = r.delta() else {
+        return "—".to_string();
+    };
+    if d == 0 {
+        return "0".to_string();
+    }
+    let sign = if d > 0 { "+" } else { "−" };
+    let abs = d.unsigned_abs();
+    let abs64 = u64::try_from(abs).unwrap_or(u64::MAX);
+    match r.unit {
+        Unit::Bytes => format!("{sign}{} ({sign}{})", grouped(abs64), human(abs64)),
+        Unit::Count => format!("{sign}{abs}"),
+        Unit::Bool => if d > 0 { "gained" } else { "**lost**" }.to_string(),
+    }
+}
+
+/// A size for people: three significant digits in B, KiB, MiB or GiB (`1.63 MiB`, `259 MiB`,
+/// `812 KiB`, `512 B`).
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    // Move up while the rounded figure would read 1024 or more.
+    while v >= 1023.5 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    let digits = if v < 9.995 {
+        2
+    } else if v < 99.95 {
+        1
+    } else {
+        0
+    };
+    format!("{v:.digits$} {}", UNITS[unit])
+}
+
+fn mark(passed: bool) -> &'static str {
+    if passed {
+        "✅"
+    } else {
+        "❌"
+    }
+}
+
+fn status(s: Status) -> &'static str {
+    match s {
+        Status::Pass => "✅ pass",
+        Status::Fail => "❌ fail",
+        Status::Skip => "⏭️ skip",
+    }
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+/// `3 passed, 1 failed, 2 skipped` (zero counts left out, except passed).
+fn counts<'a>(checks: impl Iterator<Item = &'a Check>) -> String {
+    let (mut p, mut f, mut s) = (0, 0, 0);
+    for c in checks {
+        match c.status {
+            Status::Pass => p += 1,
+            Status::Fail => f += 1,
+            Status::Skip => s += 1,
+        }
+    }
+    let mut parts = vec![format!("{p} passed")];
+    if f > 0 {
+        parts.push(format!("{f} failed"));
+    }
+    if s > 0 {
+        parts.push(format!("{s} skipped"));
+    }
+    parts.join(", ")
+}
+
+/// Free text for a Markdown line or table cell: HTML and Markdown specials escaped, `|` escaped
+/// (GitHub and GitLab split cells on it even inside code spans), line breaks flattened.
+pub fn text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '|' => out.push_str("\\|"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '~' | '#' | '!' | '$' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\r' => {}
+            '\n' | '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A code span of `s`: fenced with more backticks than `s` holds in a row; `|` escaped for
+/// tables, line breaks flattened.
+pub fn code(s: &str) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .replace('|', "\\|");
+    if flat.is_empty() {
+        return String::new();
+    }
+    let fence = "`".repeat(longest_run(&flat, '`') + 1);
+    let pad = if flat.starts_with('`') || flat.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{flat}{pad}{fence}")
+}
+
+/// Text inside an HTML element (`<summary>`).
+fn html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn longest_run(s: &str, ch: char) -> usize {
+    let (mut best, mut cur) = (0, 0);
+    for c in s.chars() {
+        if c == ch {
+            cur += 1;
+            best = best.max(cur);
+        } else {
+            cur = 0;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::report::{Row, Step};
+    use crate::size::Breakdown;
+
+    /// A breakdown with the given package size and BTF shares.
+    pub(crate) fn breakdown(package: u64, vmlinuz_btf: Option<u64>, modules_btf: u64) -> Breakdown {
+        Breakdown {
+            package,
+            installed: Some(package * 4),
+            vmlinuz: 9_000_000,
+            vmlinuz_btf,
+            vmlinuz_method: "xz".to_string(),
+            modules: package / 2,
+            module_count: 3_900,
+            modules_with_btf: if modules_btf > 0 { 3_900 } else { 0 },
+            vmlinux_btf_raw: vmlinuz_btf.map(|v| v * 5).unwrap_or(0),
+            modules_btf_raw: modules_btf * 4,
+            modules_btf,
+            modules_method: "pro rata".to_string(),
+            total: vmlinuz_btf.unwrap_or(0) + modules_btf,
+        }
+    }
+
+    pub(crate) fn report(
+        name: &str,
+        version: &str,
+        size: Breakdown,
+        checks: Vec<Check>,
+    ) -> PackageReport {
+        PackageReport {
+            label: format!("{name} {version}"),
+            path: PathBuf::from(format!("/cache/{name}_{version}.deb")),
+            name: name.to_string(),
+            version: version.to_string(),
+            arch: "amd64".to_string(),
+            release: Some(format!("{version}-amd64")),
+            size,
+            checks,
+            runtime: None,
+        }
+    }
+
+    pub(crate) fn passing() -> PackageReport {
+        report(
+            "linux-image-amd64",
+            "6.1.0-18",
+            breakdown(70_000_000, Some(1_700_000), 300_000),
+            vec![
+                Check::pass("kconfig.btf", "CONFIG_DEBUG_INFO_BTF=y"),
+                Check::pass("vmlinux.btf", "vmlinux .BTF: 5,123,456 bytes, valid"),
+                Check::skip("guest.core", "not booted (no guest check listed)"),
+            ],
+        )
+    }
+
+    pub(crate) fn failing() -> PackageReport {
+        report(
+            "linux-image-amd64",
+            "6.1.0-21",
+            breakdown(71_000_000, None, 0),
+            vec![
+                Check::fail("vmlinux.btf", "no .BTF section | stripped <by> R&D").with_evidence(
+                    vec![
+                        "boot/vmlinuz-6.1.0-21: sections .text .data".to_string(),
+                        "a ``` fence and </details> inside".to_string(),
+                    ],
+                ),
+                Check::skip("modules.btf", "no modules"),
+            ],
+        )
+    }
+
+    pub(crate) fn lost_btf() -> Comparison {
+        let old = passing();
+        let new = failing();
+        let rows = vec![
+            Row {
+                what: "package file".to_string(),
+                unit: Unit::Bytes,
+                old: Some(old.size.package),
+                new: Some(new.size.package),
+            },
+            Row {
+                what: "BTF cost".to_string(),
+                unit: Unit::Bytes,
+                old: Some(old.size.total),
+                new: Some(new.size.total),
+            },
+            Row {
+                what: "modules with .BTF".to_string(),
+                unit: Unit::Count,
+                old: Some(3_900),
+                new: Some(0),
+            },
+            Row {
+                what: "BTF in vmlinux".to_string(),
+                unit: Unit::Bool,
+                old: Some(1),
+                new: Some(0),
+            },
+            Row {
+                what: "installed".to_string(),
+                unit: Unit::Bytes,
+                old: None,
+                new: Some(5),
+            },
+        ];
+        Comparison {
+            packages: vec![old, new],
+            steps: vec![Step {
+                old: 0,
+                new: 1,
+                rows,
+                gate: vec![
+                    Check::fail("btf.present", "NEW has no vmlinux BTF"),
+                    Check::pass("size.budget", "0 B of 2.00 MiB"),
+                ],
+                notes: vec!["flavours differ: cloud | generic".to_string()],
+            }],
+            budget: 2 << 20,
+            max_growth: Some(1 << 20),
+        }
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1023), "1023 B");
+        assert_eq!(human(1024), "1.00 KiB");
+        assert_eq!(human(812 * 1024), "812 KiB");
+        assert_eq!(human(1_709_000), "1.63 MiB");
+        assert_eq!(human(259 << 20), "259 MiB");
+        assert_eq!(human(2 << 20), "2.00 MiB");
+        assert_eq!(human((1 << 20) - 1), "1.00 MiB");
+        assert_eq!(human(15 << 30), "15.0 GiB");
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(text("a|b"), "a\\|b");
+        assert_eq!(text("<b>&"), "&lt;b&gt;&amp;");
+        assert_eq!(text("x_y*z`"), "x\\_y\\*z\\`");
+        assert_eq!(text("two\nlines"), "two lines");
+        assert_eq!(code("a|b"), "`a\\|b`");
+        assert_eq!(code("a`b"), "``a`b``");
+        assert_eq!(code("`x"), "`` `x ``");
+    }
+
+    #[test]
+    fn verify_passing_package() {
+        let md = verify(&[passing()], 2 << 20);
+        assert!(
+            md.starts_with("## ✅ btfgate: 1 of 1 package passed"),
+            "{md}"
+        );
+        assert!(md.contains("Checks: 2 passed, 1 skipped."), "{md}");
+        assert!(
+            md.contains("| `kconfig.btf` | ✅ pass | CONFIG\\_DEBUG\\_INFO\\_BTF=y |"),
+            "{md}"
+        );
+        assert!(md.contains("| `guest.core` | ⏭️ skip | not booted (no guest check listed) |"));
+        // The Alpine-style size table, with grouped numbers.
+        assert!(
+            md.contains("| vmlinuz | 9,000,000 | 1,700,000 | 7,300,000 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| package file | 70,000,000 | 2,000,000 | 68,000,000 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| installed (raw .BTF) | 280,000,000 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("✅ BTF cost **1.91 MiB** (2,000,000 B) of budget 2.00 MiB (2,097,152 B)"),
+            "{md}"
+        );
+        assert!(!md.contains("<details>"));
+        assert!(!md.contains("Runtime"));
+    }
+
+    #[test]
+    fn verify_failing_package_escapes_and_collapses_evidence() {
+        let mut bad = failing();
+        bad.runtime = Some(RuntimeSummary {
+            accel: "tcg".to_string(),
+            accel_reason: "no /dev/kvm".to_string(),
+            phases: vec![("boot".to_string(), 3.25), ("checks".to_string(), 4.0)],
+            transcript: PathBuf::from("/runs/x.log"),
+        });
+        let md = verify(&[passing(), bad], 2 << 20);
+        assert!(
+            md.starts_with("## ❌ btfgate: 1 of 2 packages failed"),
+            "{md}"
+        );
+        assert!(
+            md.contains("Checks: 2 passed, 1 failed, 2 skipped."),
+            "{md}"
+        );
+        assert!(md.contains("### ❌ linux-image-amd64 6.1.0-21"), "{md}");
+        assert!(
+            md.contains(
+                "| `vmlinux.btf` | ❌ fail | no .BTF section \\| stripped &lt;by&gt; R&amp;D |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("<details><summary>vmlinux.btf: 2 lines of evidence</summary>"));
+        // The evidence's own ``` cannot close the block: the fence is longer.
+        assert!(md.contains("````text\nboot/vmlinuz-6.1.0-21"), "{md}");
+        assert!(md.contains("</details> inside\n````\n\n</details>"), "{md}");
+        assert!(
+            md.contains(
+                "⚠️ BTF cost **0 B** (0 B) of budget 2.00 MiB (2,097,152 B): no BTF is delivered"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "Runtime: accel `tcg` (no /dev/kvm) · boot 3.2 s · checks 4.0 s · total 7.2 s"
+            ),
+            "{md}"
+        );
+        // Every table row has exactly its columns: no stray unescaped `|`.
+        for line in md.lines().filter(|l| l.starts_with("| ")) {
+            let cells = line.replace("\\|", "").matches('|').count();
+            assert!(cells == 4 || cells == 5, "broken row: {line}");
+        }
+    }
+
+    #[test]
+    fn long_evidence_is_cut_and_over_budget_is_red() {
+        let mut r = failing();
+        r.checks[0].evidence = (0..100).map(|i| format!("module{i}.ko")).collect();
+        let md = verify(&[r], 1_000);
+        assert!(md.contains("module39.ko\n… 60 more\n```\n"), "{md}");
+        assert!(!md.contains("module40.ko"));
+        let md = verify(&[passing()], 1_000);
+        assert!(
+            md.contains("❌ BTF cost **1.91 MiB** (2,000,000 B) of budget 1000 B (1,000 B)"),
+            "{md}"
+        );
+        // Budget alone does not fail the verdict: only the checks do.
+        assert!(md.starts_with("## ✅"), "{md}");
+    }
+
+    #[test]
+    fn compare_lost_btf_fails_the_gate() {
+        let md = compare(&lost_btf());
+        assert!(
+            md.starts_with("## ❌ btfgate compare: 1 of 1 step failed"),
+            "{md}"
+        );
+        assert!(
+            md.contains("Budget for BTF cost: 2.00 MiB; largest allowed package growth: 1.00 MiB.")
+        );
+        assert!(
+            md.contains(
+                "### ❌ `linux-image-amd64 6.1.0-18` → `linux-image-amd64 6.1.0-21`: gate FAILED"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| | old | new | Δ |"));
+        assert!(
+            md.contains("| package file | 70,000,000 (66.8 MiB) | 71,000,000 (67.7 MiB) | +1,000,000 (+977 KiB) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| BTF cost | 2,000,000 (1.91 MiB) | 0 (0 B) | −2,000,000 (−1.91 MiB) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| modules with .BTF | 3900 | 0 | −3900 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| BTF in vmlinux | yes | no | **lost** |"),
+            "{md}"
+        );
+        assert!(md.contains("| installed | — | 5 (5 B) | — |"), "{md}");
+        assert!(md.contains("| `btf.present` | ❌ fail | NEW has no vmlinux BTF |"));
+        assert!(md.contains("- flavours differ: cloud \\| generic"), "{md}");
+    }
+
+    #[test]
+    fn compare_passing_step() {
+        let mut c = lost_btf();
+        c.steps[0].gate.retain(|g| g.status == Status::Pass);
+        c.steps[0].rows.truncate(1);
+        c.steps[0].rows[0].new = c.steps[0].rows[0].old;
+        c.max_growth = None;
+        let md = compare(&c);
+        assert!(
+            md.starts_with("## ✅ btfgate compare: 1 of 1 step passed"),
+            "{md}"
+        );
+        assert!(md.contains(": gate passed"));
+        assert!(md.contains("| 70,000,000 (66.8 MiB) | 0 |"), "{md}");
+        assert!(!md.contains("largest allowed"));
+    }
+}
