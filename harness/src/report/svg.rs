@@ -63,6 +63,13 @@ impl Layout {
                 packages.iter().map(|p| shorten(&p.version)).collect(),
                 format!("{} version", clean(first)),
             )
+        } else if let Some(releases) = one_flavour_releases(packages) {
+            // Debian names carry the ABI (linux-image-6.1.0-55-cloud-amd64): one flavour, so
+            // the kernel release tells the packages apart.
+            (
+                releases.iter().map(|r| shorten(r)).collect(),
+                format!("{} kernel release", clean(&crate::compare::flavour(first))),
+            )
         } else {
             (
                 packages.iter().map(|p| shorten(&p.label)).collect(),
@@ -404,4 +411,26 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.contains("</svg>"));
         assert!(!svg.contains("NaN"));
     }
+}
+
+/// The packages' kernel releases when they are several packages of one flavour (names equal
+/// but for version-like parts) with distinct, known releases.
+fn one_flavour_releases(packages: &[PackageReport]) -> Option<Vec<String>> {
+    let first = packages.first()?;
+    let flavour = crate::compare::flavour(&first.name);
+    if packages.len() < 2
+        || packages
+            .iter()
+            .any(|p| crate::compare::flavour(&p.name) != flavour)
+    {
+        return None;
+    }
+    let releases: Vec<String> = packages
+        .iter()
+        .map(|p| p.release.clone())
+        .collect::<Option<_>>()?;
+    let mut unique = releases.clone();
+    unique.sort();
+    unique.dedup();
+    (unique.len() == releases.len()).then_some(releases)
 }
