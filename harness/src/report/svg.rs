@@ -319,6 +319,28 @@ fn x_labels(root: &Area<'_>, chart: &Chart<'_, '_>, l: &Layout) -> DrawResult {
     Ok(())
 }
 
+/// The packages' kernel releases when they are several packages of one flavour (names equal
+/// but for version-like parts) with distinct, known releases.
+fn one_flavour_releases(packages: &[PackageReport]) -> Option<Vec<String>> {
+    let first = packages.first()?;
+    let flavour = crate::compare::flavour(&first.name);
+    if packages.len() < 2
+        || packages
+            .iter()
+            .any(|p| crate::compare::flavour(&p.name) != flavour)
+    {
+        return None;
+    }
+    let releases: Vec<String> = packages
+        .iter()
+        .map(|p| p.release.clone())
+        .collect::<Option<_>>()?;
+    let mut unique = releases.clone();
+    unique.sort();
+    unique.dedup();
+    (unique.len() == releases.len()).then_some(releases)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -411,26 +433,4 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.contains("</svg>"));
         assert!(!svg.contains("NaN"));
     }
-}
-
-/// The packages' kernel releases when they are several packages of one flavour (names equal
-/// but for version-like parts) with distinct, known releases.
-fn one_flavour_releases(packages: &[PackageReport]) -> Option<Vec<String>> {
-    let first = packages.first()?;
-    let flavour = crate::compare::flavour(&first.name);
-    if packages.len() < 2
-        || packages
-            .iter()
-            .any(|p| crate::compare::flavour(&p.name) != flavour)
-    {
-        return None;
-    }
-    let releases: Vec<String> = packages
-        .iter()
-        .map(|p| p.release.clone())
-        .collect::<Option<_>>()?;
-    let mut unique = releases.clone();
-    unique.sort();
-    unique.dedup();
-    (unique.len() == releases.len()).then_some(releases)
 }
