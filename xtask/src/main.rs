@@ -41,13 +41,18 @@ enum Cmd {
     },
     /// Verify packages (default: the host distribution's default kernel flavours, fetched)
     Verify {
-        /// Package to verify (repeatable); without it, the host's default kernel packages
+        /// Package to verify (repeatable): a file (.apk, .deb) or directory, apt:NAME,
+        /// alpine:NAME[=VERSION] or target:NAME; without it, the host's default kernel packages
         #[arg(long = "package")]
-        packages: Vec<PathBuf>,
+        packages: Vec<String>,
         #[command(flatten)]
         opts: CheckOpts,
         #[command(flatten)]
         rt: verify::RuntimeOpts,
+        #[command(flatten)]
+        mirror: fetch::MirrorArgs,
+        #[command(flatten)]
+        reports: report::ReportArgs,
     },
     /// Compare kernel packages of one flavour, oldest first: did BTF survive the bump, and what did it cost?
     Compare(compare::CompareArgs),
@@ -105,7 +110,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Inspect { path, opts } => inspect::run(&[path], &opts),
-        Cmd::Verify { packages, opts, rt } => verify::run(packages, &opts, &rt),
+        Cmd::Verify {
+            packages,
+            opts,
+            rt,
+            mirror,
+            reports,
+        } => verify::run(&packages, &opts, &rt, &mirror, &reports),
         Cmd::Compare(a) => compare::run(&a),
         Cmd::Fetch { source } => fetch::run(source).map(|_| 0),
         Cmd::Test { args } => test::run(&args),
@@ -116,11 +127,8 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            let code = if e.downcast_ref::<harness::Error>().is_some() {
-                EXIT_BAD_INPUT
-            } else if e.downcast_ref::<fetch::BadFetch>().is_some() {
-                EXIT_BAD_INPUT
-            } else if e.downcast_ref::<fetch::Unavailable>().is_some() {
+            // Bad input (harness::Error, a refused fetch, usage) is 2; what the machine lacks is 69.
+            let code = if e.downcast_ref::<fetch::Unavailable>().is_some() {
                 EXIT_INFRA
             } else {
                 EXIT_BAD_INPUT

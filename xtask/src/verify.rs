@@ -14,7 +14,10 @@ use harness::image::Recipe;
 use harness::kernel::Kernel;
 use harness::qemu::args::Accel;
 
-use crate::{fetch, report, CheckOpts};
+use crate::fetch::MirrorArgs;
+use crate::report::ReportArgs;
+use crate::{fetch, report, spec, CheckOpts};
+use harness::report::{PackageReport, RuntimeSummary};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum AccelArg {
@@ -43,16 +46,32 @@ fn progress(phase: &str, elapsed: Duration) {
     eprintln!("  [{:>6.1} s] {phase}", elapsed.as_secs_f64());
 }
 
-pub fn run(packages: Vec<PathBuf>, opts: &CheckOpts, rt: &RuntimeOpts) -> Result<u8> {
-    let packages = if packages.is_empty() {
+pub fn run(
+    specs: &[String],
+    opts: &CheckOpts,
+    rt: &RuntimeOpts,
+    mirror: &MirrorArgs,
+    reports: &ReportArgs,
+) -> Result<u8> {
+    let packages: Vec<spec::Resolved> = if specs.is_empty() {
         fetch::host_defaults()?
+            .into_iter()
+            .map(|path| spec::Resolved {
+                path,
+                read: opts.read_options(),
+            })
+            .collect()
     } else {
-        packages
+        specs
+            .iter()
+            .map(|s| spec::resolve(s, mirror, &opts.read_options()))
+            .collect::<Result<_>>()?
     };
     let recipe = Recipe::builtin(&rt.image).map_err(anyhow::Error::msg)?;
     let mut code = 0;
-    for path in &packages {
-        let kernel = Kernel::load(path, &opts.read_options())?;
+    let mut all = Vec::new();
+    for spec::Resolved { path, read } in &packages {
+        let kernel = Kernel::load(path, read)?;
         let mut checks = static_::run_all(
             &kernel,
             &static_::StaticParams {
@@ -82,10 +101,9 @@ pub fn run(packages: Vec<PathBuf>, opts: &CheckOpts, rt: &RuntimeOpts) -> Result
                     dir.display()
                 );
             }
-            let rep = guest::verify(&kernel, &recipe, &params, &opts.read_options(), &dir)
-                .map_err(|e| {
-                    fetch::Unavailable(format!("runtime checks of {}: {e}", path.display()))
-                })?;
+            let rep = guest::verify(&kernel, &recipe, &params, read, &dir).map_err(|e| {
+                fetch::Unavailable(format!("runtime checks of {}: {e}", path.display()))
+            })?;
             checks.extend(rep.checks.iter().cloned());
             runtime = Some(rep);
         }
@@ -104,7 +122,29 @@ pub fn run(packages: Vec<PathBuf>, opts: &CheckOpts, rt: &RuntimeOpts) -> Result
                 print!("{}", report::runtime_table(r));
             }
         }
+        let mut pr = PackageReport::new(&kernel, checks);
+        pr.runtime = runtime.as_ref().map(|r| RuntimeSummary {
+            accel: r
+                .accel
+                .as_ref()
+                .map(|c| c.accel.name().to_string())
+                .unwrap_or_default(),
+            accel_reason: r
+                .accel
+                .as_ref()
+                .map(|c| c.reason.clone())
+                .unwrap_or_default(),
+            phases: r.phases.iter().map(|(p, t)| (p.to_string(), *t)).collect(),
+            transcript: r.transcript.clone(),
+        });
+        all.push(pr);
     }
+    let dir = reports.write(
+        &harness::report::markdown::verify(&all, opts.budget),
+        &harness::report::junit::verify(&all)?,
+        &harness::report::svg::chart(&all, opts.budget)?,
+    )?;
+    eprintln!("reports: {}", dir.display());
     Ok(code)
 }
 

@@ -1,7 +1,8 @@
-//! The command line contract of `cargo xtask inspect`: exit codes 0 / 1 / 2, the JSON shape,
-//! and error messages that name the file and the phase.
+//! The command line contract of `cargo xtask inspect`, `compare` and `verify --static-only`:
+//! exit codes 0 / 1 / 2, the JSON shape, error messages that name the file and the phase, and
+//! the report files (a real Debian kernel bump, and a built pair where BTF is off in NEW).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -129,9 +130,243 @@ fn bad_input_exits_2() -> R {
     Ok(())
 }
 
+/// The package of scenario target `name`, or why it is not on this machine.
+fn target(name: &str) -> Result<PathBuf, String> {
+    use harness::scenario::{load, targets};
+    let suite = load::load(&load::scenarios_dir()).map_err(|e| e.join("; "))?;
+    match targets::resolve(&suite.targets, name)? {
+        targets::Package::File(p) => Ok(p),
+        targets::Package::Mix { .. } => Err(format!("target {name} is a mix")),
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `compare` with `args` writing reports to a fresh directory; returns the output and
+/// the directory.
+fn compare(args: &[&str]) -> (Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let rd = dir.path().to_string_lossy().into_owned();
+    let mut all = vec!["compare", "--report-dir", &rd];
+    all.extend_from_slice(args);
+    (xtask(&all), dir)
+}
+
+fn expect(o: &Output, want: i32, what: &str) -> R {
+    if code(o) != want {
+        return Err(format!(
+            "{what}: exit {} (want {want})\n{}{}",
+            code(o),
+            text(&o.stdout),
+            text(&o.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn contains(hay: &str, needles: &[&str], what: &str) -> R {
+    for n in needles {
+        if !hay.contains(n) {
+            return Err(format!("{what} does not contain {n:?}:\n{hay}").into());
+        }
+    }
+    Ok(())
+}
+
+/// A real bump: Debian's cloud kernel, previous ABI → current. BTF survives within a budget
+/// that fits it, and the reports say so; the same pair fails a tight budget, and a zero growth
+/// limit fails whichever order grew (negative controls of size.budget and size.delta).
+fn debian_bump() -> R {
+    let old = target("debian-cloud-previous")?;
+    let new = target("debian-cloud")?;
+    let (old, new) = (old.to_string_lossy(), new.to_string_lossy());
+    let (o, dir) = compare(&["--budget", "4MiB", "--max-growth", "5MiB", &old, &new]);
+    expect(&o, 0, "compare previous current")?;
+    let out = text(&o.stdout);
+    contains(
+        &out,
+        &[
+            "btf.present        PASS",
+            "size.delta         PASS",
+            "verdict: PASS",
+            "package file",
+        ],
+        "the table",
+    )?;
+    let md = std::fs::read_to_string(dir.path().join("report.md"))?;
+    contains(
+        &md,
+        &["→", "btf.present", "| package file |", "cloud-amd64"],
+        "report.md",
+    )?;
+    let svg = std::fs::read_to_string(dir.path().join("sizes.svg"))?;
+    contains(
+        &svg,
+        &["<svg", "cloud-amd64", "budget 4.00 MiB"],
+        "sizes.svg",
+    )?;
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml"))?;
+    contains(
+        &junit,
+        &["<testsuites", "btf.present", "size.delta"],
+        "junit.xml",
+    )?;
+
+    let (o, _d) = compare(&["--budget", "1MiB", &old, &new]);
+    expect(&o, 1, "compare with a 1 MiB budget")?;
+    contains(
+        &text(&o.stdout),
+        &["size.budget        FAIL", "verdict: FAIL"],
+        "the table",
+    )?;
+    // One of the two orders grows the package: with no growth allowed, that one fails.
+    let mut failed = 0;
+    for (a, b) in [(&old, &new), (&new, &old)] {
+        let (o, _d) = compare(&["--budget", "4MiB", "--max-growth", "0", a, b]);
+        if text(&o.stdout).contains("size.delta         FAIL") {
+            expect(&o, 1, "a growth over --max-growth 0")?;
+            failed += 1;
+        }
+    }
+    if failed != 1 {
+        return Err(format!("size.delta failed in {failed} of the two orders (want 1)").into());
+    }
+    Ok(())
+}
+
+/// The JSON of a comparison: every step with rows and gate.
+fn debian_bump_json() -> R {
+    let old = target("debian-cloud-previous")?;
+    let new = target("debian-cloud")?;
+    let (o, _d) = compare(&[
+        "--json",
+        "--budget",
+        "4MiB",
+        &old.to_string_lossy(),
+        &new.to_string_lossy(),
+    ]);
+    expect(&o, 0, "compare --json")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).map_err(|e| format!("not JSON: {e}"))?;
+    let step = &v["steps"][0];
+    let ids: Vec<&str> = step["gate"]
+        .as_array()
+        .ok_or("no gate")?
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    if ids != ["btf.present", "btf.modules", "size.budget", "size.delta"] {
+        return Err(format!("gate ids {ids:?}").into());
+    }
+    if step["rows"].as_array().map(Vec::len).unwrap_or(0) < 10 {
+        return Err(format!("rows: {}", step["rows"]).into());
+    }
+    Ok(())
+}
+
+/// A built pair where BTF is turned off in NEW: the gate fails, naming the loss; the BTF
+/// build against itself passes (so the gate can pass on this pair's format).
+fn built_pair_btf_off() -> R {
+    let (o, dir) = compare(&["target:tiny-btf", "target:tiny-nobtf"]);
+    expect(&o, 1, "compare tiny-btf tiny-nobtf")?;
+    contains(
+        &text(&o.stdout),
+        &[
+            "btf.present        FAIL   BTF was lost",
+            "btf.modules        FAIL",
+            "verdict: FAIL",
+        ],
+        "the table",
+    )?;
+    let md = std::fs::read_to_string(dir.path().join("report.md"))?;
+    contains(&md, &["gate FAILED", "BTF was lost"], "report.md")?;
+    let (o, _d) = compare(&["target:tiny-btf", "target:tiny-btf"]);
+    expect(&o, 0, "compare tiny-btf tiny-btf")?;
+    Ok(())
+}
+
+fn compare_bad_input() -> R {
+    let (o, _d) = compare(&["/nonexistent/old.apk", "/nonexistent/new.apk"]);
+    expect(&o, 2, "missing packages")?;
+    contains(&text(&o.stderr), &["/nonexistent/old.apk"], "stderr")?;
+    let (o, _d) = compare(&["/nonexistent/only-one.apk"]);
+    expect(&o, 2, "one package")?;
+    let (o, _d) = compare(&["target:no-such-target", "target:tiny-btf"]);
+    expect(&o, 2, "unknown target")?;
+    contains(&text(&o.stderr), &["no-such-target"], "stderr")?;
+    Ok(())
+}
+
+/// `verify --static-only` writes the three reports; the build without BTF fails.
+fn verify_writes_reports() -> R {
+    let dir = tempfile::tempdir()?;
+    let rd = dir.path().to_string_lossy().into_owned();
+    let o = xtask(&[
+        "verify",
+        "--static-only",
+        "--report-dir",
+        &rd,
+        "--package",
+        "target:tiny-btf",
+    ]);
+    expect(&o, 0, "verify tiny-btf")?;
+    for f in ["report.md", "junit.xml", "sizes.svg"] {
+        let p = dir.path().join(f);
+        if std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0) == 0 {
+            return Err(format!("{} missing or empty", p.display()).into());
+        }
+    }
+    let o = xtask(&[
+        "verify",
+        "--static-only",
+        "--report-dir",
+        &rd,
+        "--package",
+        "target:tiny-nobtf",
+    ]);
+    expect(&o, 1, "verify tiny-nobtf")?;
+    let md = std::fs::read_to_string(dir.path().join("report.md"))?;
+    contains(&md, &["❌", "kconfig.btf"], "report.md")?;
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let mut trials = vec![Trial::test("inspect::bad_input_exits_2", bad_input_exits_2)];
+    let both = |a: &str, b: &str| target(a).and(target(b));
+    let cases: [(&str, fn() -> R, Result<PathBuf, String>); 5] = [
+        (
+            "compare::debian_cloud_bump",
+            debian_bump,
+            both("debian-cloud-previous", "debian-cloud"),
+        ),
+        (
+            "compare::debian_cloud_bump_json",
+            debian_bump_json,
+            both("debian-cloud-previous", "debian-cloud"),
+        ),
+        (
+            "compare::built_pair_btf_off_fails",
+            built_pair_btf_off,
+            both("tiny-btf", "tiny-nobtf"),
+        ),
+        (
+            "compare::bad_input_exits_2",
+            compare_bad_input,
+            target("tiny-btf"),
+        ),
+        (
+            "verify::static_only_writes_reports",
+            verify_writes_reports,
+            both("tiny-btf", "tiny-nobtf"),
+        ),
+    ];
+    for (name, f, need) in cases {
+        trials.push(needs(Trial::test(name, f), &need));
+    }
     for f in Flavor::ALL {
         let need = host_kernel(f);
         let pkg = need.clone().unwrap_or_default();
