@@ -10,6 +10,8 @@ use harness::fixtures::{host_kernel, needs, Flavor};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 type R = Result<(), Failed>;
+/// A named trial, and what it needs on this machine.
+type Case = (&'static str, fn() -> R, Result<PathBuf, String>);
 
 /// What one run of the xtask binary left.
 struct Output {
@@ -337,7 +339,7 @@ fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let mut trials = vec![Trial::test("inspect::bad_input_exits_2", bad_input_exits_2)];
     let both = |a: &str, b: &str| target(a).and(target(b));
-    let cases: [(&str, fn() -> R, Result<PathBuf, String>); 5] = [
+    let cases: [Case; 5] = [
         (
             "compare::debian_cloud_bump",
             debian_bump,
