@@ -63,6 +63,8 @@ enum Cmd {
     },
     /// Build a kernel from source and package it as APK v2 (stripped and unstripped modules)
     Build(build::BuildArgs),
+    /// Install the host tools verify and the tests use (qemu, busybox-static, bpftrace, bpftool, ...)
+    Setup,
     /// Install what the tests need, fetch the host kernels, then run `cargo test --workspace`
     Test {
         /// Extra arguments passed to `cargo test` after `--`
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
         Cmd::Compare(a) => compare::run(&a),
         Cmd::Fetch { source } => fetch::run(source).map(|_| 0),
         Cmd::Test { args } => test::run(&args),
+        Cmd::Setup => test::setup().map(|_| 0),
         Cmd::Build(a) => build::run(a).map(|_| 0),
         Cmd::Bench { what } => bench::run(what).map(|_| 0),
     };

@@ -75,6 +75,12 @@ pub fn run(args: &[String]) -> Result<u8> {
     }
 }
 
+/// `cargo xtask setup`: installs the host packages (as root), or says what is missing.
+pub fn setup() -> Result<()> {
+    let sh = Shell::new()?;
+    install_host_packages(&sh)
+}
+
 /// Installs missing host packages (as root), or says exactly what is missing.
 pub fn install_host_packages(sh: &Shell) -> Result<()> {
     match fetch::host() {

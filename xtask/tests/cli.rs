@@ -335,9 +335,98 @@ fn verify_writes_reports() -> R {
     Ok(())
 }
 
+/// The CI templates parse as YAML, and every `cargo xtask` command in them names a subcommand
+/// and flags that exist (checked against the binary's own `--help`).
+fn ci_templates() -> R {
+    let dir = harness::fixtures::workspace_root().join("ci");
+    let mut seen = 0;
+    for name in ["gitlab-ci.yml", "github-workflow.yml"] {
+        let path = dir.join(name);
+        let yaml =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        seen += template_commands(name, &yaml)?;
+    }
+    if seen < 5 {
+        return Err(format!("only {seen} xtask commands found in the templates").into());
+    }
+    Ok(())
+}
+
+/// The template check rejects a subcommand or a flag that does not exist, and bad YAML.
+fn ci_template_control() -> R {
+    for (yaml, want) in [
+        (
+            "script:\n  - cargo xtask verify --no-such-flag\n",
+            "has no flag --no-such-flag",
+        ),
+        (
+            "script:\n  - cargo xtask frobnicate\n",
+            "is not a subcommand",
+        ),
+        ("script: [unclosed\n", "not YAML"),
+    ] {
+        match template_commands("control.yml", yaml) {
+            Ok(_) => return Err(format!("accepted {yaml:?}").into()),
+            Err(e) if e.contains(want) => {}
+            Err(e) => return Err(format!("{yaml:?}: {e} (want {want:?})").into()),
+        }
+    }
+    Ok(())
+}
+
+/// Checks every `xtask` command in the YAML document `yaml`; returns how many there were.
+fn template_commands(name: &str, yaml: &str) -> Result<usize, String> {
+    let doc: serde_json::Value =
+        serde_saphyr::from_str(yaml).map_err(|e| format!("{name}: not YAML: {e}"))?;
+    let mut strings = Vec::new();
+    collect_strings(&doc, &mut strings);
+    let mut seen = 0;
+    for s in strings {
+        for cmd in s.replace("\\\n", " ").split(['\n', ';']) {
+            let words: Vec<&str> = cmd.split_whitespace().collect();
+            let Some(i) = words.iter().position(|w| *w == "xtask") else {
+                continue;
+            };
+            // `cargo xtask SUB` or `cargo run ... --package xtask -- SUB`.
+            let rest: Vec<&str> = words[i + 1..]
+                .iter()
+                .copied()
+                .skip_while(|w| *w == "--")
+                .collect();
+            let Some(sub) = rest.first() else { continue };
+            let help = xtask(&[sub, "--help"]);
+            if code(&help) != 0 {
+                return Err(format!("{name}: `xtask {sub}` is not a subcommand"));
+            }
+            let help = text(&help.stdout);
+            for flag in rest.iter().filter(|w| w.starts_with("--")) {
+                let flag = flag.split('=').next().unwrap_or(flag);
+                if !help.contains(&format!("{flag} ")) && !help.contains(&format!("{flag}\n")) {
+                    return Err(format!("{name}: `xtask {sub}` has no flag {flag}"));
+                }
+            }
+            seen += 1;
+        }
+    }
+    Ok(seen)
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
-    let mut trials = vec![Trial::test("inspect::bad_input_exits_2", bad_input_exits_2)];
+    let mut trials = vec![
+        Trial::test("inspect::bad_input_exits_2", bad_input_exits_2),
+        Trial::test("ci::templates_use_real_commands", ci_templates),
+        Trial::test("ci::control_bad_commands_rejected", ci_template_control),
+    ];
     let both = |a: &str, b: &str| target(a).and(target(b));
     let cases: [Case; 5] = [
         (
