@@ -420,6 +420,66 @@ fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
+/// `fetch alpine --list` on the real signed v3.16 index through a `file://` mirror prints the
+/// entries; an untrusted index exits 2, an unreachable mirror 69, and nothing is cached.
+fn fetch_alpine_cli() -> R {
+    let alpine = harness::fixtures::alpine_dir()?;
+    let tmp = tempfile::tempdir()?;
+    let repo = tmp.path().join("mirror/v3.16/main/x86_64");
+    std::fs::create_dir_all(&repo)?;
+    std::os::unix::fs::symlink(
+        alpine.join("fixtures/APKINDEX-v3.16-main-x86_64.tar.gz"),
+        repo.join("APKINDEX.tar.gz"),
+    )?;
+    let mirror = format!("file://{}", tmp.path().join("mirror").display());
+    let keys = alpine.join("keys");
+    let (keys, empty) = (keys.to_string_lossy(), tmp.path().to_string_lossy());
+    let base = ["fetch", "alpine", "--mirror", &mirror, "--branch", "v3.16"];
+    let run = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        xtask(&a)
+    };
+    let o = run(&["--keys-dir", &keys, "--list", "linux-lts", "linux-virt"]);
+    expect(&o, 0, "fetch alpine --list")?;
+    contains(
+        &text(&o.stdout),
+        &[
+            "v3.16.3-13-g4d933a1fa3",
+            "6165ee59",
+            "linux-lts                5.15.78-r0",
+            "77,414,844",
+            "34,557,952",
+        ],
+        "the listing",
+    )?;
+    let o = run(&["--keys-dir", &keys, "--list", "linux-nonesuch"]);
+    expect(&o, 2, "an unknown package")?;
+    contains(
+        &text(&o.stderr),
+        &["linux-nonesuch", "no such package"],
+        "stderr",
+    )?;
+    let o = run(&["--keys-dir", &empty, "--list"]);
+    expect(&o, 2, "an index signed by an untrusted key")?;
+    contains(&text(&o.stderr), &["no such key in keys dir"], "stderr")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let dead = format!("http://127.0.0.1:{port}/alpine");
+    let o = xtask(&[
+        "fetch",
+        "alpine",
+        "--mirror",
+        &dead,
+        "--keys-dir",
+        &keys,
+        "--list",
+    ]);
+    expect(&o, 69, "an unreachable mirror")?;
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let mut trials = vec![
@@ -455,6 +515,10 @@ fn main() -> std::process::ExitCode {
             both("tiny-btf", "tiny-nobtf"),
         ),
     ];
+    trials.push(needs(
+        Trial::test("fetch::alpine_list_and_exit_codes", fetch_alpine_cli),
+        &harness::fixtures::alpine_dir(),
+    ));
     for (name, f, need) in cases {
         trials.push(needs(Trial::test(name, f), &need));
     }
