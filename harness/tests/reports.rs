@@ -18,8 +18,8 @@ use std::time::Duration;
 use harness::checks::Check;
 use harness::fixtures::{junit_schema, needs, workspace_root};
 use harness::process::{run_capture, Output};
+use harness::report::sample::{breakdown, report};
 use harness::report::{junit, svg, Comparison, PackageReport, Row, Step, Unit};
-use harness::size::Breakdown;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 type R = Result<(), Failed>;
@@ -108,38 +108,6 @@ fn expect_rejected_by(doc: &str, schemas: &[PathBuf]) -> R {
 }
 
 // ---- hand-made reports ------------------------------------------------------------------------
-
-fn breakdown(package: u64, vmlinuz_btf: Option<u64>, modules_btf: u64) -> Breakdown {
-    Breakdown {
-        package,
-        installed: Some(package * 4),
-        vmlinuz: 9_000_000,
-        vmlinuz_btf,
-        vmlinuz_method: "xz".to_string(),
-        modules: package / 2,
-        module_count: 3_900,
-        modules_with_btf: if modules_btf > 0 { 3_900 } else { 0 },
-        vmlinux_btf_raw: vmlinuz_btf.map(|v| v * 5).unwrap_or(0),
-        modules_btf_raw: modules_btf * 4,
-        modules_btf,
-        modules_method: "pro rata".to_string(),
-        total: vmlinuz_btf.unwrap_or(0) + modules_btf,
-    }
-}
-
-fn report(name: &str, version: &str, size: Breakdown, checks: Vec<Check>) -> PackageReport {
-    PackageReport {
-        label: format!("{name} {version}"),
-        path: PathBuf::from(format!("/cache/{name}_{version}.deb")),
-        name: name.to_string(),
-        version: version.to_string(),
-        arch: "amd64".to_string(),
-        release: Some(format!("{version}-amd64")),
-        size,
-        checks,
-        runtime: None,
-    }
-}
 
 fn good() -> PackageReport {
     report(

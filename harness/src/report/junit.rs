@@ -122,7 +122,7 @@ fn case(c: &Check, classname: &str) -> TestCase {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::report::markdown::tests::{failing, lost_btf, passing};
+    use crate::report::sample::{failing, lost_btf, passing};
 
     #[test]
     fn verify_suites_and_cases() {

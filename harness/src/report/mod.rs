@@ -7,6 +7,8 @@
 
 pub mod junit;
 pub mod markdown;
+#[doc(hidden)]
+pub mod sample;
 pub mod svg;
 
 use std::path::PathBuf;

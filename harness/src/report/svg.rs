@@ -345,7 +345,7 @@ fn one_flavour_releases(packages: &[PackageReport]) -> Option<Vec<String>> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::report::markdown::tests::{breakdown, failing, passing, report};
+    use crate::report::sample::{breakdown, failing, passing, report};
 
     fn labels_in(svg: &str) -> Vec<String> {
         svg.split("<text")
