@@ -177,19 +177,10 @@ pub enum Host {
 }
 
 pub fn host() -> Host {
-    let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k).map(|v| v.trim_matches('"').to_string()))
-            .unwrap_or_default()
-    };
-    let ids = format!("{} {}", field("ID="), field("ID_LIKE="));
-    if ids.split_whitespace().any(|i| i == "alpine") {
+    use harness::scenario::targets::host_is;
+    if host_is("alpine") {
         Host::Alpine
-    } else if ids
-        .split_whitespace()
-        .any(|i| i == "debian" || i == "ubuntu")
-    {
+    } else if host_is("debian") || host_is("ubuntu") {
         Host::Debian
     } else {
         Host::Other
