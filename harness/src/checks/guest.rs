@@ -69,7 +69,12 @@ pub fn booted(m: &Machine, spec: &Spec) -> Check {
         ),
     )
     .with_evidence(vec![
-        format!("accelerator {}, boot {:?}", spec.accel.name(), spec.boot),
+        format!(
+            "accelerator {}, {} vCPU, boot {:?}",
+            spec.accel.name(),
+            spec.cpus,
+            spec.boot
+        ),
         format!("initramfs {}", spec.initrd.display()),
         format!("transcript {}", m.transcript.display()),
     ])

@@ -15,7 +15,7 @@ use crate::image::{self, Recipe};
 use crate::kernel::{bzimage, Kernel, Module};
 use crate::package::{extract::extract, ReadOptions};
 use crate::qemu::accel::{self, Choice};
-use crate::qemu::args::{Accel, Boot, Spec};
+use crate::qemu::args::{default_cpus, Accel, Boot, Spec};
 use crate::qemu::machine::{Deadlines, Machine, RunError};
 
 /// The kfunc probe in a loaded module that guest.bpftrace attaches (default: overlay's
@@ -53,7 +53,8 @@ pub struct Params {
     pub append: Vec<String>,
     pub deadlines: Deadlines,
     pub memory_mb: u32,
-    pub cpus: u32,
+    /// vCPUs (`None`: [`crate::qemu::args::default_cpus`] of the accelerator used).
+    pub cpus: Option<u32>,
     /// Called with each phase name as it starts (progress display).
     pub progress: Option<fn(&str, Duration)>,
     /// The module kfunc guest.bpftrace attaches.
@@ -69,7 +70,7 @@ impl Default for Params {
             append: Vec::new(),
             deadlines: Deadlines::default(),
             memory_mb: 2048,
-            cpus: 2,
+            cpus: None,
             progress: None,
             module_probe: ModuleProbe::default(),
         }
@@ -330,7 +331,7 @@ pub fn verify(
         initrd: prep.initrd.clone(),
         append: params.append.clone(),
         memory_mb: params.memory_mb,
-        cpus: params.cpus,
+        cpus: params.cpus.unwrap_or(default_cpus(Accel::Kvm)),
         name: qemu_name(trial_dir),
     };
     let choice = match params.accel {
@@ -347,6 +348,7 @@ pub fn verify(
         }
     };
     spec.accel = choice.accel;
+    spec.cpus = params.cpus.unwrap_or(default_cpus(choice.accel));
     progress("boot");
     let t = Instant::now();
     let machine = Machine::boot(&qemu_binary(), &spec, trial_dir, &params.deadlines);
@@ -469,7 +471,7 @@ pub fn boot_floor(
         initrd,
         append: Vec::new(),
         memory_mb: 2048,
-        cpus: 2,
+        cpus: default_cpus(accel),
         name: qemu_name(dir),
     };
     let args = crate::qemu::args::argv(&spec);
