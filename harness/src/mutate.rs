@@ -1,9 +1,9 @@
 //! Negative controls made from real packages: a module without `.BTF`, a module carrying
-//! `.debug_info`, a kernel image whose vmlinux lost its `.BTF`, a config without BTF. Tests and
-//! benchmarks use these to show every check can fail.
+//! `.debug_info`, a module whose split BTF the kernel rejects, a kernel image whose vmlinux lost
+//! its `.BTF`, a config without BTF. Tests and benchmarks use these to show every check can fail.
 
 use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
-use object::Object;
+use object::{Object, ObjectSection};
 
 use crate::codec::Codec;
 use crate::kernel::bzimage;
@@ -71,6 +71,75 @@ pub fn add_debug_info(elf: &mut [u8]) -> Result<(), String> {
     Err("no section long enough to become .debug_info".into())
 }
 
+/// The file range of section `name` of an ELF64 file.
+fn section_range(elf: &[u8], name: &str) -> Result<std::ops::Range<usize>, String> {
+    let file =
+        ElfFile64::<object::Endianness>::parse(elf).map_err(|e| format!("not ELF64: {e}"))?;
+    let sec = file
+        .section_by_name(name)
+        .ok_or_else(|| format!("no section {name}"))?;
+    let (off, len) = sec
+        .file_range()
+        .ok_or_else(|| format!("section {name} has no bytes in the file"))?;
+    let (off, len) = (off as usize, len as usize);
+    if off.checked_add(len).is_none_or(|end| end > elf.len()) {
+        return Err(format!("section {name} runs past the file"));
+    }
+    Ok(off..off + len)
+}
+
+/// Makes a module's split BTF one the kernel rejects, as it rejects the BTF of a module built
+/// against another vmlinux whose references run past this one's strings: the first type's
+/// name offset points past every string table. The kernel logs `BPF: [N] Invalid
+/// name_offset:…` and `failed to validate module [m] BTF: -22`; with
+/// `MODULE_ALLOW_BTF_MISMATCH=y` (Debian) the module loads without `/sys/kernel/btf/<m>`.
+pub fn break_split_btf(elf: &mut [u8]) -> Result<(), String> {
+    let range = section_range(elf, ".BTF")?;
+    let btf = &mut elf[range];
+    let word = |b: &[u8], at: usize| -> Result<usize, String> {
+        b.get(at..at + 4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize)
+            .ok_or_else(|| format!(".BTF too short for a header field at {at}"))
+    };
+    if btf.get(..2) != Some(&[0x9f, 0xeb][..]) {
+        return Err(".BTF is not little-endian BTF (magic 0xeb9f)".into());
+    }
+    let (hdr_len, type_off, type_len) = (word(btf, 4)?, word(btf, 8)?, word(btf, 12)?);
+    if type_len < 12 {
+        return Err(".BTF has no type to break".into());
+    }
+    let at = hdr_len + type_off;
+    let slot = btf
+        .get_mut(at..at + 4)
+        .ok_or_else(|| ".BTF type section runs past the section".to_string())?;
+    // Below BTF_MAX_NAME_OFFSET (0xffffff), so the kernel reports it as an invalid offset.
+    slot.copy_from_slice(&0x00ff_ff00u32.to_le_bytes());
+    Ok(())
+}
+
+/// Removes a module's appended signature (`~Module signature appended~`), so an edited module
+/// still loads where signatures are checked but not enforced (a signature that does not verify
+/// is fatal even then; an unsigned module only taints the kernel). Returns whether there was one.
+pub fn strip_module_signature(ko: &mut Vec<u8>) -> Result<bool, String> {
+    const MAGIC: &[u8] = b"~Module signature appended~\n";
+    let Some(end) = ko.len().checked_sub(MAGIC.len()) else {
+        return Ok(false);
+    };
+    if ko[end..] != *MAGIC {
+        return Ok(false);
+    }
+    // struct module_signature: algo, hash, id_type, signer_len, key_id_len, pad[3], sig_len (be32).
+    let info = end
+        .checked_sub(12)
+        .ok_or("module signature trailer is truncated")?;
+    let sig_len = u32::from_be_bytes([ko[end - 4], ko[end - 3], ko[end - 2], ko[end - 1]]) as usize;
+    let start = info
+        .checked_sub(sig_len)
+        .ok_or_else(|| format!("module signature of {sig_len} bytes is longer than the file"))?;
+    ko.truncate(start);
+    Ok(true)
+}
+
 /// Rebuilds a bzImage around a new vmlinux (recompressed with the image's own codec, `fast`
 /// preset), updating the setup header's `payload_length`.
 pub fn replace_vmlinux(image: &[u8], vmlinux: &[u8]) -> Result<Vec<u8>, String> {
@@ -109,4 +178,25 @@ pub fn config_without_btf(text: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
         + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_an_appended_signature_and_only_that() {
+        let body = b"\x7fELF module bytes".to_vec();
+        let mut signed = body.clone();
+        signed.extend_from_slice(&[0xAA; 7]); // signature
+        signed.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 7]); // module_signature
+        signed.extend_from_slice(b"~Module signature appended~\n");
+        assert_eq!(strip_module_signature(&mut signed), Ok(true));
+        assert_eq!(signed, body);
+        let mut unsigned = body.clone();
+        assert_eq!(strip_module_signature(&mut unsigned), Ok(false));
+        assert_eq!(unsigned, body);
+        let mut lying = b"~Module signature appended~\n".to_vec();
+        assert!(strip_module_signature(&mut lying).is_err());
+    }
 }

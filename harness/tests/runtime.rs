@@ -1,6 +1,7 @@
 //! Runtime checks: real Debian kernels booted in QEMU pass every guest check, and the guest
 //! checks FAIL when the guest cannot provide them (a module the package lacks, BTF hidden from
-//! the sysfs/libbpf path, a forced kernel panic, a hung init). No QEMU survives any trial.
+//! the sysfs/libbpf path, a module whose BTF the kernel rejects, a forced kernel panic, a hung
+//! init). No QEMU survives any trial.
 //! Trials needing qemu, the guest tools or a fetched kernel are listed as ignored with the reason.
 
 #![allow(clippy::unwrap_used)]
@@ -8,12 +9,13 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use harness::checks::{Check, Status};
+use harness::checks::{static_, Check, Status};
 use harness::fixtures::{host_kernel, needs, Flavor};
 use harness::guest::{self, Params, Report};
 use harness::image::Recipe;
 use harness::kernel::Kernel;
-use harness::package::ReadOptions;
+use harness::mutate;
+use harness::package::{extract::extract, ReadOptions};
 use harness::qemu::args::Accel;
 use harness::qemu::machine::Deadlines;
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -21,6 +23,10 @@ use libtest_mimic::{Arguments, Failed, Trial};
 type R = Result<(), Failed>;
 
 static WORK: OnceLock<std::path::PathBuf> = OnceLock::new();
+
+fn work() -> &'static std::path::Path {
+    WORK.get().unwrap()
+}
 
 fn kernel(f: Flavor) -> &'static Kernel {
     static K: [OnceLock<Kernel>; 2] = [OnceLock::new(), OnceLock::new()];
@@ -34,8 +40,12 @@ fn recipe() -> Recipe {
 
 /// Runs the runtime verification in a fresh trial directory and proves no QEMU is left.
 fn run(f: Flavor, name: &str, params: Params) -> Result<Report, Failed> {
-    let dir = WORK.get().unwrap().join(format!("{name}-{}", f.name()));
-    let r = guest::verify(kernel(f), &recipe(), &params, &ReadOptions::default(), &dir)?;
+    run_kernel(kernel(f), &format!("{name}-{}", f.name()), params)
+}
+
+fn run_kernel(k: &Kernel, name: &str, params: Params) -> Result<Report, Failed> {
+    let dir = work().join(name);
+    let r = guest::verify(k, &recipe(), &params, &ReadOptions::default(), &dir)?;
     let left = guest::processes_matching(&guest::qemu_name(&dir));
     if !left.is_empty() {
         return Err(format!("qemu processes survived the trial: {left:?}").into());
@@ -66,6 +76,21 @@ fn expect(r: &Report, id: &str, want: Status) -> R {
     if s != want {
         return Err(format!(
             "expected {want:?}; {text}\nconsole tail:\n{}\ntranscript {}",
+            r.console_tail,
+            r.transcript.display()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// `expect`, and the check's text must say `needle`.
+fn expect_saying(r: &Report, id: &str, want: Status, needle: &str) -> R {
+    expect(r, id, want)?;
+    let (_, text) = status(r, id)?;
+    if !text.contains(needle) {
+        return Err(format!(
+            "{id} does not say {needle:?}: {text}\nconsole tail:\n{}\ntranscript {}",
             r.console_tail,
             r.transcript.display()
         )
@@ -116,6 +141,59 @@ fn hidden_sysfs_btf(f: Flavor) -> R {
     expect(&r, "guest.core", Status::Fail)?;
     // bpftrace loads kernel BTF through the bpf() syscall, not sysfs (FACTS.md §4): it still works.
     expect(&r, "guest.bpftrace", Status::Pass)
+}
+
+/// A module whose split BTF the kernel rejects (a name offset past every string table, what a
+/// module built against another vmlinux gives, FACTS.md §5), made from the real package's
+/// `dummy.ko` with its signature stripped so it still loads. Debian sets
+/// `MODULE_ALLOW_BTF_MISMATCH=y`: the module loads without `/sys/kernel/btf/dummy` and dmesg
+/// says `failed to validate module [dummy] BTF: -22`.
+fn rejected_module_btf(f: Flavor) -> R {
+    let opts = ReadOptions::default();
+    let dir = work().join(format!("rejected-btf-package-{}", f.name()));
+    let keep = |p: &std::path::Path| {
+        p.starts_with("boot") || (p.starts_with("lib/modules") && p.ends_with("dummy.ko"))
+    };
+    let (_, written) = extract(&host_kernel(f)?, &opts, &dir, &keep)?;
+    let ko = written
+        .iter()
+        .find(|p| p.ends_with("dummy.ko"))
+        .map(|p| dir.join(p))
+        .ok_or("the package has no dummy.ko")?;
+    let mut bytes = std::fs::read(&ko).map_err(|e| format!("{}: {e}", ko.display()))?;
+    if !mutate::strip_module_signature(&mut bytes)? {
+        return Err("Debian modules are signed; dummy.ko has no signature to strip".into());
+    }
+    mutate::break_split_btf(&mut bytes)?;
+    std::fs::write(&ko, bytes)?;
+    let k = Kernel::load(&dir, &opts)?;
+    let base = static_::run("modules.btf_base", &k, &static_::StaticParams::default())
+        .ok_or("no modules.btf_base")?;
+    if base.status != Status::Fail {
+        return Err(format!(
+            "modules.btf_base let the broken module through: {}",
+            base.detail
+        )
+        .into());
+    }
+    let p = Params {
+        modules: Some(vec!["dummy".into()]),
+        ..tcg()
+    };
+    let r = run_kernel(&k, &format!("rejected-btf-{}", f.name()), p)?;
+    expect(&r, "guest.btf_vmlinux", Status::Pass)?;
+    expect_saying(
+        &r,
+        "guest.btf_modules",
+        Status::Fail,
+        "/sys/kernel/btf/dummy missing",
+    )?;
+    expect_saying(
+        &r,
+        "guest.dmesg",
+        Status::Fail,
+        "failed to validate module [dummy] BTF",
+    )
 }
 
 fn forced_panic(f: Flavor) -> R {
@@ -182,7 +260,8 @@ fn kvm_probe_falls_back(f: Flavor) -> R {
 
 fn main() -> std::process::ExitCode {
     let mut args = Arguments::from_args();
-    // One VM at a time: two TCG guests with two vCPUs each saturate a 2-core host.
+    // One VM at a time: a TCG guest keeps a host core busy, and the deadlines assume the host
+    // is not shared with another guest.
     if args.test_threads.is_none() {
         args.test_threads = Some(1);
     }
@@ -219,6 +298,10 @@ fn main() -> std::process::ExitCode {
             trials.push(t(
                 "runtime::control::hidden_sysfs_btf_fails",
                 hidden_sysfs_btf,
+            ));
+            trials.push(t(
+                "runtime::control::rejected_module_btf_fails",
+                rejected_module_btf,
             ));
             trials.push(t(
                 "runtime::control::forced_panic_ends_the_run",
