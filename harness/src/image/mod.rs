@@ -7,6 +7,7 @@ pub mod initramfs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
@@ -80,15 +81,136 @@ impl Recipe {
     }
 }
 
-/// Builds (or finds in `cache`) the cpio holding `nodes`; returns its path.
+/// Bytes of images kept in the cache besides the one in use (`$BTFGATE_IMAGES_MAX`, a size such
+/// as `4GiB`; default 2 GiB): an image holds the tools and one package's modules (~200 MB with
+/// bpftrace), and every new kernel version or module set makes a new one.
+pub const DEFAULT_KEEP: u64 = 2 << 30;
+
+/// An image used this recently is never removed: another run may be about to boot it.
+pub const RECENT: Duration = Duration::from_secs(3600);
+
+/// Builds (or finds in `cache`) the cpio holding `nodes`; returns its path. A hit marks the
+/// image used (mtime); a build then trims the cache ([`trim`]).
 pub fn build(nodes: Vec<Node>, cache: &Path) -> Result<PathBuf, String> {
     let nodes = initramfs::normalize(nodes);
     let key = initramfs::key(&nodes)?;
     let out = cache.join(format!("{key}.cpio"));
     if out.is_file() {
+        // The mark only orders eviction; an image that cannot be marked is still good.
+        let _ = mark_used(&out);
         return Ok(out);
     }
     std::fs::create_dir_all(cache).map_err(|e| format!("create {}: {e}", cache.display()))?;
     initramfs::write(&nodes, &out)?;
+    let keep = match std::env::var("BTFGATE_IMAGES_MAX") {
+        Ok(v) => crate::size::parse_size(&v).map_err(|e| format!("$BTFGATE_IMAGES_MAX: {e}"))?,
+        Err(_) => DEFAULT_KEEP,
+    };
+    trim(cache, &out, keep, RECENT)?;
     Ok(out)
+}
+
+fn mark_used(p: &Path) -> std::io::Result<()> {
+    std::fs::File::options()
+        .write(true)
+        .open(p)?
+        .set_modified(SystemTime::now())
+}
+
+/// Removes the least recently used `*.cpio` images of `cache` until the others fit in `keep`
+/// bytes, never `current` nor an image used within `recent`. Returns what it removed.
+pub fn trim(
+    cache: &Path,
+    current: &Path,
+    keep: u64,
+    recent: Duration,
+) -> Result<Vec<PathBuf>, String> {
+    let err = |e: std::io::Error| format!("trim the image cache {}: {e}", cache.display());
+    let now = SystemTime::now();
+    let mut images: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
+    for e in std::fs::read_dir(cache).map_err(err)? {
+        let e = e.map_err(err)?;
+        let p = e.path();
+        if p == current || p.extension().is_none_or(|x| x != "cpio") {
+            continue;
+        }
+        let md = e.metadata().map_err(err)?;
+        if md.is_file() {
+            images.push((md.modified().map_err(err)?, md.len(), p));
+        }
+    }
+    let mut total: u64 = images.iter().map(|i| i.1).sum();
+    images.sort();
+    let mut removed = Vec::new();
+    for (used, len, p) in images {
+        if total <= keep {
+            break;
+        }
+        if now.duration_since(used).unwrap_or_default() < recent {
+            continue;
+        }
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            // Another run trimmed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("remove {}: {e}", p.display())),
+        }
+        total -= len;
+        removed.push(p);
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(dir: &Path, name: &str, len: usize, age_s: u64) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, vec![0u8; len]).unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(age_s))
+            .unwrap();
+        p
+    }
+
+    #[test]
+    fn trims_least_recently_used_first_and_spares_current_and_recent() {
+        let d = tempfile::tempdir().unwrap();
+        let oldest = image(d.path(), "a.cpio", 100, 30_000);
+        let old = image(d.path(), "b.cpio", 100, 20_000);
+        let newer = image(d.path(), "c.cpio", 100, 10_000);
+        let recent = image(d.path(), "d.cpio", 100, 60);
+        let current = image(d.path(), "e.cpio", 1_000, 100_000);
+        let temp = image(d.path(), "f.tmp123", 1_000, 100_000);
+        // 400 bytes of other images, keep 250: the two least recently used go.
+        let removed = trim(d.path(), &current, 250, Duration::from_secs(3600)).unwrap();
+        assert_eq!(removed, vec![oldest.clone(), old.clone()]);
+        assert!(!oldest.exists() && !old.exists() && newer.is_file());
+        // Keep nothing: the older one goes, the recently used one stays all the same.
+        let removed = trim(d.path(), &current, 0, Duration::from_secs(3600)).unwrap();
+        assert_eq!(removed, vec![newer.clone()]);
+        for p in [&current, &recent, &temp] {
+            assert!(p.is_file(), "{} was removed", p.display());
+        }
+        // Under the limit: nothing goes, however old.
+        assert!(trim(d.path(), &current, 1_000, Duration::ZERO)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_hit_marks_the_image_used() {
+        let d = tempfile::tempdir().unwrap();
+        let nodes = vec![Node::file("init", 0o755, Source::Bytes(b"x".to_vec()))];
+        let p = build(nodes.clone(), d.path()).unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(10_000))
+            .unwrap();
+        assert_eq!(build(nodes, d.path()).unwrap(), p);
+        let age = SystemTime::now()
+            .duration_since(std::fs::metadata(&p).unwrap().modified().unwrap())
+            .unwrap();
+        assert!(age < Duration::from_secs(60), "{age:?}");
+    }
 }
