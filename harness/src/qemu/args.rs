@@ -78,7 +78,7 @@ pub fn cpu(accel: Accel) -> &'static str {
 /// it (a tracepoint or fentry being attached: execsnoop, bpftrace) sometimes keeps executing a
 /// stale translation holding the `int3` of `text_poke_bp`: both vCPUs soft-lock for good
 /// (`watchdog: BUG: soft lockup`, RIP in `asm_exc_int3` at `syscall_trace_enter`). Seen in 3 of
-/// 33 boots of the rejected-module control; one vCPU never did, for ~14% more time.
+/// 33 boots of the rejected-module control; one vCPU never did (0 of 15), for 15–60% more time.
 pub fn default_cpus(accel: Accel) -> u32 {
     match accel {
         Accel::Kvm => 2,
