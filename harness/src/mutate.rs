@@ -3,7 +3,7 @@
 //! its `.BTF`, a config without BTF. Tests and benchmarks use these to show every check can fail.
 
 use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
-use object::{Object, ObjectSection};
+use object::Object;
 
 use crate::codec::Codec;
 use crate::kernel::bzimage;
@@ -71,44 +71,21 @@ pub fn add_debug_info(elf: &mut [u8]) -> Result<(), String> {
     Err("no section long enough to become .debug_info".into())
 }
 
-/// The file range of section `name` of an ELF64 file.
-fn section_range(elf: &[u8], name: &str) -> Result<std::ops::Range<usize>, String> {
-    let file =
-        ElfFile64::<object::Endianness>::parse(elf).map_err(|e| format!("not ELF64: {e}"))?;
-    let sec = file
-        .section_by_name(name)
-        .ok_or_else(|| format!("no section {name}"))?;
-    let (off, len) = sec
-        .file_range()
-        .ok_or_else(|| format!("section {name} has no bytes in the file"))?;
-    let (off, len) = (off as usize, len as usize);
-    if off.checked_add(len).is_none_or(|end| end > elf.len()) {
-        return Err(format!("section {name} runs past the file"));
-    }
-    Ok(off..off + len)
-}
-
 /// Makes a module's split BTF one the kernel rejects, as it rejects the BTF of a module built
 /// against another vmlinux whose references run past this one's strings: the first type's
 /// name offset points past every string table. The kernel logs `BPF: [N] Invalid
 /// name_offset:…` and `failed to validate module [m] BTF: -22`; with
 /// `MODULE_ALLOW_BTF_MISMATCH=y` (Debian) the module loads without `/sys/kernel/btf/<m>`.
 pub fn break_split_btf(elf: &mut [u8]) -> Result<(), String> {
-    let range = section_range(elf, ".BTF")?;
-    let btf = &mut elf[range];
-    let word = |b: &[u8], at: usize| -> Result<usize, String> {
-        b.get(at..at + 4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize)
-            .ok_or_else(|| format!(".BTF too short for a header field at {at}"))
-    };
-    if btf.get(..2) != Some(&[0x9f, 0xeb][..]) {
-        return Err(".BTF is not little-endian BTF (magic 0xeb9f)".into());
-    }
-    let (hdr_len, type_off, type_len) = (word(btf, 4)?, word(btf, 8)?, word(btf, 12)?);
-    if type_len < 12 {
+    let (off, len) = crate::kernel::elf::sections(elf)?
+        .btf
+        .ok_or("no section .BTF")?;
+    let btf = &mut elf[off..off + len];
+    let h = crate::kernel::btf::Header::read(btf).map_err(|e| format!(".BTF: {e}"))?;
+    if h.type_len < 12 {
         return Err(".BTF has no type to break".into());
     }
-    let at = hdr_len + type_off;
+    let at = h.hdr_len as usize + h.type_off as usize;
     let slot = btf
         .get_mut(at..at + 4)
         .ok_or_else(|| ".BTF type section runs past the section".to_string())?;

@@ -105,10 +105,9 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-impl<'a> Btf<'a> {
-    /// Parses and validates `data`. For split BTF pass the number of types of the base, whose ids
-    /// come first; `None` for a standalone (vmlinux) blob.
-    pub fn parse(data: &'a [u8], base_ntypes: Option<u32>) -> Result<Btf<'a>, BtfError> {
+impl Header {
+    /// Reads the header of a little-endian version 1 BTF blob (the sections are not checked).
+    pub fn read(data: &[u8]) -> Result<Header, BtfError> {
         if data.len() < HDR_MIN {
             return Err(BtfError::Short(data.len()));
         }
@@ -128,6 +127,15 @@ impl<'a> Btf<'a> {
         if header.version != 1 {
             return Err(BtfError::Version(header.version));
         }
+        Ok(header)
+    }
+}
+
+impl<'a> Btf<'a> {
+    /// Parses and validates `data`. For split BTF pass the number of types of the base, whose ids
+    /// come first; `None` for a standalone (vmlinux) blob.
+    pub fn parse(data: &'a [u8], base_ntypes: Option<u32>) -> Result<Btf<'a>, BtfError> {
+        let header = Header::read(data)?;
         let h = header.hdr_len as usize;
         let layout_err = || BtfError::Layout {
             hdr_len: header.hdr_len,
