@@ -325,13 +325,15 @@ pub fn verify(
     let t = Instant::now();
     let prep = prepare(k, recipe, params, opts)?;
     mark("prepare image", t);
+    let cpus = |a: Accel| params.cpus.unwrap_or(default_cpus(a));
+    // The spec as the KVM probe boots it; the accelerator chosen then decides.
     let mut spec = Spec {
-        accel: params.accel.unwrap_or(Accel::Tcg),
+        accel: Accel::Kvm,
         boot: prep.boot.clone(),
         initrd: prep.initrd.clone(),
         append: params.append.clone(),
         memory_mb: params.memory_mb,
-        cpus: params.cpus.unwrap_or(default_cpus(Accel::Kvm)),
+        cpus: cpus(Accel::Kvm),
         name: qemu_name(trial_dir),
     };
     let choice = match params.accel {
@@ -348,7 +350,7 @@ pub fn verify(
         }
     };
     spec.accel = choice.accel;
-    spec.cpus = params.cpus.unwrap_or(default_cpus(choice.accel));
+    spec.cpus = cpus(choice.accel);
     progress("boot");
     let t = Instant::now();
     let machine = Machine::boot(&qemu_binary(), &spec, trial_dir, &params.deadlines);
