@@ -4,6 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
+mod support;
+
+use support::{Case, R};
+
 use std::fs;
 use std::io::{Read, Write};
 use std::ops::Range;
@@ -23,18 +28,6 @@ const FIXTURE_KEY: &str = "alpine-devel@lists.alpinelinux.org-616ae350.rsa.pub";
 const OTHER_KEY: &str = "alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub";
 const FIXTURE_MEMBERS: [Range<u64>; 3] = [0..666, 666..2229, 2229..11012];
 const TEST_KEY: &str = "btfgate-test.rsa.pub";
-
-type R = Result<(), Failed>;
-/// A named trial body.
-type Case = (&'static str, fn() -> R);
-
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(Failed::from(format!($($msg)+)));
-        }
-    };
-}
 
 /// Records every visited entry with the SHA-1 of the content it read.
 #[derive(Default)]

@@ -6,6 +6,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
+mod support;
+
+use support::{Case, R};
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,19 +23,7 @@ use harness::fixtures::{alpine_dir, needs};
 use harness::package::apk::{self, SigningKey};
 use harness::package::apkindex::{self, IndexEntry};
 use harness::package::ReadOptions;
-use libtest_mimic::{Arguments, Failed, Trial};
-
-type R = Result<(), Failed>;
-/// A named trial body.
-type Case = (&'static str, fn() -> R);
-
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(Failed::from(format!($($msg)+)));
-        }
-    };
-}
+use libtest_mimic::{Arguments, Trial};
 
 // ---------------------------------------------------------------------------------------------
 // A tiny HTTP/1.1 mirror with fault injection (test code: it serves files from memory and can
@@ -562,20 +555,21 @@ fn real_fetcher(mirror: String, branch: &str, arch: &str, keys: PathBuf, cache: 
     )
 }
 
+/// A fetcher of `<tmp>/mirror` (a [`file_mirror`] serving the fixture `index`) trusting `keys`,
+/// caching in `<tmp>/c`.
+fn fixture_fetcher(tmp: &Path, branch: &str, arch: &str, index: &str, keys: PathBuf) -> Fetcher {
+    let m = file_mirror(tmp, branch, arch, index);
+    real_fetcher(m, branch, arch, keys, &tmp.join("c"))
+}
+
 fn real_index_x86_64() -> R {
     let tmp = tempfile::tempdir()?;
-    let m = file_mirror(
+    let f = fixture_fetcher(
         tmp.path(),
         "v3.16",
         "x86_64",
         "APKINDEX-v3.16-main-x86_64.tar.gz",
-    );
-    let f = real_fetcher(
-        m,
-        "v3.16",
-        "x86_64",
         alpine_dir()?.join("keys"),
-        &tmp.path().join("c"),
     );
     let idx = f.index()?;
     ensure!(
@@ -609,18 +603,12 @@ fn real_index_x86_64() -> R {
 
 fn real_index_aarch64() -> R {
     let tmp = tempfile::tempdir()?;
-    let m = file_mirror(
+    let f = fixture_fetcher(
         tmp.path(),
         "v3.17",
         "aarch64",
         "APKINDEX-v3.17-main-aarch64.tar.gz",
-    );
-    let f = real_fetcher(
-        m,
-        "v3.17",
-        "aarch64",
         alpine_dir()?.join("keys"),
-        &tmp.path().join("c"),
     );
     let idx = f.index()?;
     ensure!(
@@ -638,34 +626,33 @@ fn real_index_aarch64() -> R {
 
 fn real_index_refusals() -> R {
     let tmp = tempfile::tempdir()?;
-    let cache = tmp.path().join("c");
     // The x86_64 index served as aarch64 (go-apk's README makes exactly this mistake).
-    let m = file_mirror(
+    let e = fixture_fetcher(
         tmp.path(),
         "v3.16",
         "aarch64",
         "APKINDEX-v3.16-main-x86_64.tar.gz",
-    );
-    let e = real_fetcher(m, "v3.16", "aarch64", alpine_dir()?.join("keys"), &cache)
-        .index()
-        .unwrap_err();
+        alpine_dir()?.join("keys"),
+    )
+    .index()
+    .unwrap_err();
     ensure!(
         e.to_string()
             .contains("is for arch x86_64, this repository is aarch64"),
         "{e}"
     );
     // Without Alpine's keys the real index is untrusted.
-    let m = file_mirror(
+    let empty = tmp.path().join("no-keys");
+    std::fs::create_dir_all(&empty)?;
+    let e = fixture_fetcher(
         tmp.path(),
         "v3.16",
         "x86_64",
         "APKINDEX-v3.16-main-x86_64.tar.gz",
-    );
-    let empty = tmp.path().join("no-keys");
-    std::fs::create_dir_all(&empty)?;
-    let e = real_fetcher(m, "v3.16", "x86_64", empty, &cache)
-        .index()
-        .unwrap_err();
+        empty,
+    )
+    .index()
+    .unwrap_err();
     ensure!(
         e.to_string().contains("6165ee59.rsa.pub but no such key"),
         "{e}"

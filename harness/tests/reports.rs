@@ -11,6 +11,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
+mod support;
+
+use support::{Case, R};
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,21 +23,9 @@ use std::time::Duration;
 use harness::checks::Check;
 use harness::fixtures::{junit_schema, needs, workspace_root};
 use harness::process::{run_capture, Output};
-use harness::report::sample::{breakdown, report};
+use harness::report::sample::{breakdown, passing, report};
 use harness::report::{junit, svg, Comparison, PackageReport, Row, Step, Unit};
 use libtest_mimic::{Arguments, Failed, Trial};
-
-type R = Result<(), Failed>;
-/// A named trial body.
-type Case = (&'static str, fn() -> R);
-
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(Failed::from(format!($($msg)+)));
-        }
-    };
-}
 
 // ---- the validator --------------------------------------------------------------------------
 
@@ -109,19 +102,6 @@ fn expect_rejected_by(doc: &str, schemas: &[PathBuf]) -> R {
 
 // ---- hand-made reports ------------------------------------------------------------------------
 
-fn good() -> PackageReport {
-    report(
-        "linux-image-amd64",
-        "6.1.0-18",
-        breakdown(70_000_000, Some(1_700_000), 300_000),
-        vec![
-            Check::pass("kconfig.btf", "CONFIG_DEBUG_INFO_BTF=y"),
-            Check::pass("vmlinux.btf", "vmlinux .BTF valid"),
-            Check::skip("guest.core", "not booted"),
-        ],
-    )
-}
-
 /// No BTF at all, with XML and Markdown specials in its texts.
 fn bad() -> PackageReport {
     report(
@@ -142,7 +122,7 @@ fn bad() -> PackageReport {
 
 fn comparison() -> Comparison {
     Comparison {
-        packages: vec![good(), bad()],
+        packages: vec![passing(), bad()],
         steps: vec![Step {
             old: 0,
             new: 1,
@@ -174,7 +154,7 @@ fn comparison() -> Comparison {
 // ---- trials -----------------------------------------------------------------------------------
 
 fn junit_verify_valid() -> R {
-    for reports in [vec![good()], vec![good(), bad()], vec![]] {
+    for reports in [vec![passing()], vec![passing(), bad()], vec![]] {
         let xml = junit::verify(&reports).unwrap();
         validate_junit(&xml).map_err(|e| format!("{e}\n{xml}"))?;
     }
@@ -193,7 +173,7 @@ fn junit_compare_valid() -> R {
 
 /// Our own valid output with one change made by `edit`.
 fn edited(edit: impl Fn(&str) -> String) -> Result<String, Failed> {
-    let xml = junit::verify(&[good(), bad()]).unwrap();
+    let xml = junit::verify(&[passing(), bad()]).unwrap();
     validate_junit(&xml)?;
     let out = edit(&xml);
     ensure!(out != xml, "the edit changed nothing");
@@ -252,16 +232,19 @@ fn svg_well_formed_and_labelled() -> R {
         vec![],
     );
     let cases: Vec<(Vec<PackageReport>, Vec<String>)> = vec![
-        (vec![good()], vec![good().label]),
+        (vec![passing()], vec![passing().label]),
         // Same name: the axis shows versions.
         (
-            vec![good(), bad()],
+            vec![passing(), bad()],
             vec!["6.1.0-18".to_string(), "6.1.0-21".to_string()],
         ),
         (many.clone(), many.iter().map(|p| p.label.clone()).collect()),
         (
-            vec![odd, good()],
-            vec!["linux &lt;lts&gt; &amp; co 6.6".to_string(), good().label],
+            vec![odd, passing()],
+            vec![
+                "linux &lt;lts&gt; &amp; co 6.6".to_string(),
+                passing().label,
+            ],
         ),
     ];
     for (packages, labels) in cases {
@@ -284,7 +267,7 @@ fn svg_well_formed_and_labelled() -> R {
 }
 
 fn control_svg_malformed() -> R {
-    let doc = svg::chart(&[good()], 2 << 20).unwrap();
+    let doc = svg::chart(&[passing()], 2 << 20).unwrap();
     xmllint_check(&doc, None)?;
     let broken = doc.replacen("</text>", "", 1);
     ensure!(

@@ -6,6 +6,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
+mod support;
+
+use support::R;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -19,8 +24,6 @@ use harness::package::{extract::extract, ReadOptions};
 use harness::qemu::args::Accel;
 use harness::qemu::machine::Deadlines;
 use libtest_mimic::{Arguments, Failed, Trial};
-
-type R = Result<(), Failed>;
 
 static WORK: OnceLock<std::path::PathBuf> = OnceLock::new();
 

@@ -4,6 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
+mod support;
+
+use support::R;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -13,7 +18,7 @@ use harness::fixtures::{host_kernel, needs, Flavor};
 use harness::kernel::{elf, Kernel};
 use harness::package::{extract::extract, ReadOptions};
 use harness::{mutate, Error};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Trial};
 
 /// Modules kept in the small directory packages the controls are made from (both flavours
 /// have them; `cast_common` has an empty split string section).
@@ -34,16 +39,6 @@ const SUBSET: &[&str] = &[
     "cast_common",
     "crc32c_generic",
 ];
-
-type R = Result<(), Failed>;
-
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(Failed::from(format!($($msg)+)));
-        }
-    };
-}
 
 fn opts() -> ReadOptions {
     ReadOptions::default()
