@@ -248,7 +248,6 @@ pub fn flavour(name: &str) -> String {
 mod tests {
     use super::*;
     use crate::size::Breakdown;
-    use std::path::PathBuf;
 
     fn breakdown(package: u64, vmlinux_btf: u64, modules: usize, with_btf: usize) -> Breakdown {
         Breakdown {
@@ -286,17 +285,7 @@ mod tests {
             Check::pass(static_::MODULES_STRIPPED, "ok"),
             st(size.total <= budget, static_::SIZE_BUDGET),
         ];
-        PackageReport {
-            label: format!("{name} {version}"),
-            path: PathBuf::from(format!("{name}-{version}.apk")),
-            name: name.into(),
-            version: version.into(),
-            arch: "x86_64".into(),
-            release: Some(format!("{version}-virt")),
-            size,
-            checks,
-            runtime: None,
-        }
+        crate::report::sample::report(name, version, size, checks)
     }
 
     fn gate_status(s: &Step, id: &str) -> Status {
