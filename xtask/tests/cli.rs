@@ -178,6 +178,13 @@ fn contains(hay: &str, needles: &[&str], what: &str) -> R {
     Ok(())
 }
 
+/// The report file `name` written to `dir` contains every needle.
+fn report_contains(dir: &Path, name: &str, needles: &[&str]) -> R {
+    let path = dir.join(name);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    contains(&text, needles, name)
+}
+
 /// A real bump: Debian's cloud kernel, previous ABI → current. BTF survives within a budget
 /// that fits it, and the reports say so; the same pair fails a tight budget, and a zero growth
 /// limit fails whichever order grew (negative controls of size.budget and size.delta).
@@ -198,23 +205,20 @@ fn debian_bump() -> R {
         ],
         "the table",
     )?;
-    let md = std::fs::read_to_string(dir.path().join("report.md"))?;
-    contains(
-        &md,
-        &["→", "btf.present", "| package file |", "cloud-amd64"],
+    report_contains(
+        dir.path(),
         "report.md",
+        &["→", "btf.present", "| package file |", "cloud-amd64"],
     )?;
-    let svg = std::fs::read_to_string(dir.path().join("sizes.svg"))?;
-    contains(
-        &svg,
-        &["<svg", "cloud-amd64", "budget 4.00 MiB"],
+    report_contains(
+        dir.path(),
         "sizes.svg",
+        &["<svg", "cloud-amd64", "budget 4.00 MiB"],
     )?;
-    let junit = std::fs::read_to_string(dir.path().join("junit.xml"))?;
-    contains(
-        &junit,
-        &["<testsuites", "btf.present", "size.delta"],
+    report_contains(
+        dir.path(),
         "junit.xml",
+        &["<testsuites", "btf.present", "size.delta"],
     )?;
 
     let (o, _d) = compare(&["--budget", "1MiB", &old, &new]);
@@ -283,8 +287,7 @@ fn built_pair_btf_off() -> R {
         ],
         "the table",
     )?;
-    let md = std::fs::read_to_string(dir.path().join("report.md"))?;
-    contains(&md, &["gate FAILED", "BTF was lost"], "report.md")?;
+    report_contains(dir.path(), "report.md", &["gate FAILED", "BTF was lost"])?;
     let (o, _d) = compare(&["target:tiny-btf", "target:tiny-btf"]);
     expect(&o, 0, "compare tiny-btf tiny-btf")?;
     Ok(())
@@ -330,8 +333,7 @@ fn verify_writes_reports() -> R {
         "target:tiny-nobtf",
     ]);
     expect(&o, 1, "verify tiny-nobtf")?;
-    let md = std::fs::read_to_string(dir.path().join("report.md"))?;
-    contains(&md, &["❌", "kconfig.btf"], "report.md")?;
+    report_contains(dir.path(), "report.md", &["❌", "kconfig.btf"])?;
     Ok(())
 }
 
