@@ -427,6 +427,13 @@ pub(crate) mod tests {
         assert_eq!(code("`x"), "`` `x ``");
     }
 
+    /// `md` contains every one of `parts`.
+    fn has(md: &str, parts: &[&str]) {
+        for p in parts {
+            assert!(md.contains(p), "no {p:?} in:\n{md}");
+        }
+    }
+
     #[test]
     fn verify_passing_package() {
         let md = verify(&[passing()], 2 << 20);
@@ -434,28 +441,18 @@ pub(crate) mod tests {
             md.starts_with("## ✅ btfgate: 1 of 1 package passed"),
             "{md}"
         );
-        assert!(md.contains("Checks: 2 passed, 1 skipped."), "{md}");
-        assert!(
-            md.contains("| `kconfig.btf` | ✅ pass | CONFIG\\_DEBUG\\_INFO\\_BTF=y |"),
-            "{md}"
-        );
-        assert!(md.contains("| `guest.core` | ⏭️ skip | not booted (no guest check listed) |"));
-        // The Alpine-style size table, with grouped numbers.
-        assert!(
-            md.contains("| vmlinuz | 9,000,000 | 1,700,000 | 7,300,000 |"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| package file | 70,000,000 | 2,000,000 | 68,000,000 |"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| installed (raw .BTF) | 280,000,000 |"),
-            "{md}"
-        );
-        assert!(
-            md.contains("✅ BTF cost **1.91 MiB** (2,000,000 B) of budget 2.00 MiB (2,097,152 B)"),
-            "{md}"
+        has(
+            &md,
+            &[
+                "Checks: 2 passed, 1 skipped.",
+                "| `kconfig.btf` | ✅ pass | CONFIG\\_DEBUG\\_INFO\\_BTF=y |",
+                "| `guest.core` | ⏭️ skip | not booted (no guest check listed) |",
+                // The Alpine-style size table, with grouped numbers.
+                "| vmlinuz | 9,000,000 | 1,700,000 | 7,300,000 |",
+                "| package file | 70,000,000 | 2,000,000 | 68,000,000 |",
+                "| installed (raw .BTF) | 280,000,000 |",
+                "✅ BTF cost **1.91 MiB** (2,000,000 B) of budget 2.00 MiB (2,097,152 B)",
+            ],
         );
         assert!(!md.contains("<details>"));
         assert!(!md.contains("Runtime"));
@@ -475,32 +472,19 @@ pub(crate) mod tests {
             md.starts_with("## ❌ btfgate: 1 of 2 packages failed"),
             "{md}"
         );
-        assert!(
-            md.contains("Checks: 2 passed, 1 failed, 2 skipped."),
-            "{md}"
-        );
-        assert!(md.contains("### ❌ linux-image-amd64 6.1.0-21"), "{md}");
-        assert!(
-            md.contains(
-                "| `vmlinux.btf` | ❌ fail | no .BTF section \\| stripped &lt;by&gt; R&amp;D |"
-            ),
-            "{md}"
-        );
-        assert!(md.contains("<details><summary>vmlinux.btf: 2 lines of evidence</summary>"));
-        // The evidence's own ``` cannot close the block: the fence is longer.
-        assert!(md.contains("````text\nboot/vmlinuz-6.1.0-21"), "{md}");
-        assert!(md.contains("</details> inside\n````\n\n</details>"), "{md}");
-        assert!(
-            md.contains(
-                "⚠️ BTF cost **0 B** (0 B) of budget 2.00 MiB (2,097,152 B): no BTF is delivered"
-            ),
-            "{md}"
-        );
-        assert!(
-            md.contains(
-                "Runtime: accel `tcg` (no /dev/kvm) · boot 3.2 s · checks 4.0 s · total 7.2 s"
-            ),
-            "{md}"
+        has(
+            &md,
+            &[
+                "Checks: 2 passed, 1 failed, 2 skipped.",
+                "### ❌ linux-image-amd64 6.1.0-21",
+                "| `vmlinux.btf` | ❌ fail | no .BTF section \\| stripped &lt;by&gt; R&amp;D |",
+                "<details><summary>vmlinux.btf: 2 lines of evidence</summary>",
+                // The evidence's own ``` cannot close the block: the fence is longer.
+                "````text\nboot/vmlinuz-6.1.0-21",
+                "</details> inside\n````\n\n</details>",
+                "⚠️ BTF cost **0 B** (0 B) of budget 2.00 MiB (2,097,152 B): no BTF is delivered",
+                "Runtime: accel `tcg` (no /dev/kvm) · boot 3.2 s · checks 4.0 s · total 7.2 s",
+            ],
         );
         // Every table row has exactly its columns: no stray unescaped `|`.
         for line in md.lines().filter(|l| l.starts_with("| ")) {
@@ -514,12 +498,12 @@ pub(crate) mod tests {
         let mut r = failing();
         r.checks[0].evidence = (0..100).map(|i| format!("module{i}.ko")).collect();
         let md = verify(&[r], 1_000);
-        assert!(md.contains("module39.ko\n… 60 more\n```\n"), "{md}");
+        has(&md, &["module39.ko\n… 60 more\n```\n"]);
         assert!(!md.contains("module40.ko"));
         let md = verify(&[passing()], 1_000);
-        assert!(
-            md.contains("❌ BTF cost **1.91 MiB** (2,000,000 B) of budget 1000 B (1,000 B)"),
-            "{md}"
+        has(
+            &md,
+            &["❌ BTF cost **1.91 MiB** (2,000,000 B) of budget 1000 B (1,000 B)"],
         );
         // Budget alone does not fail the verdict: only the checks do.
         assert!(md.starts_with("## ✅"), "{md}");
@@ -532,35 +516,21 @@ pub(crate) mod tests {
             md.starts_with("## ❌ btfgate compare: 1 of 1 step failed"),
             "{md}"
         );
-        assert!(
-            md.contains("Budget for BTF cost: 2.00 MiB; largest allowed package growth: 1.00 MiB.")
+        has(
+            &md,
+            &[
+                "Budget for BTF cost: 2.00 MiB; largest allowed package growth: 1.00 MiB.",
+                "### ❌ `linux-image-amd64 6.1.0-18` → `linux-image-amd64 6.1.0-21`: gate FAILED",
+                "| | old | new | Δ |",
+                "| package file | 70,000,000 (66.8 MiB) | 71,000,000 (67.7 MiB) | +1,000,000 (+977 KiB) |",
+                "| BTF cost | 2,000,000 (1.91 MiB) | 0 (0 B) | −2,000,000 (−1.91 MiB) |",
+                "| modules with .BTF | 3900 | 0 | −3900 |",
+                "| BTF in vmlinux | yes | no | **lost** |",
+                "| installed | — | 5 (5 B) | — |",
+                "| `btf.present` | ❌ fail | NEW has no vmlinux BTF |",
+                "- flavours differ: cloud \\| generic",
+            ],
         );
-        assert!(
-            md.contains(
-                "### ❌ `linux-image-amd64 6.1.0-18` → `linux-image-amd64 6.1.0-21`: gate FAILED"
-            ),
-            "{md}"
-        );
-        assert!(md.contains("| | old | new | Δ |"));
-        assert!(
-            md.contains("| package file | 70,000,000 (66.8 MiB) | 71,000,000 (67.7 MiB) | +1,000,000 (+977 KiB) |"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| BTF cost | 2,000,000 (1.91 MiB) | 0 (0 B) | −2,000,000 (−1.91 MiB) |"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| modules with .BTF | 3900 | 0 | −3900 |"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| BTF in vmlinux | yes | no | **lost** |"),
-            "{md}"
-        );
-        assert!(md.contains("| installed | — | 5 (5 B) | — |"), "{md}");
-        assert!(md.contains("| `btf.present` | ❌ fail | NEW has no vmlinux BTF |"));
-        assert!(md.contains("- flavours differ: cloud \\| generic"), "{md}");
     }
 
     #[test]
@@ -575,8 +545,7 @@ pub(crate) mod tests {
             md.starts_with("## ✅ btfgate compare: 1 of 1 step passed"),
             "{md}"
         );
-        assert!(md.contains(": gate passed"));
-        assert!(md.contains("| 70,000,000 (66.8 MiB) | 0 |"), "{md}");
+        has(&md, &[": gate passed", "| 70,000,000 (66.8 MiB) | 0 |"]);
         assert!(!md.contains("largest allowed"));
     }
 }
