@@ -1,5 +1,6 @@
 //! btfgate harness: reads kernel packages and proves they deliver BTF (no logic here, only the module map).
 
+pub mod atomic;
 pub mod build;
 pub mod checks;
 pub mod codec;

@@ -188,9 +188,11 @@ pub fn build(spec: &BuildSpec) -> Result<Outputs> {
         "package_bytes": sizes[0],
         "unstripped_package_bytes": sizes[1],
     });
-    let tmp = out.record.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&record)?)?;
-    std::fs::rename(&tmp, &out.record)?;
+    harness::atomic::write(
+        &out.record,
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )
+    .context("write the build record")?;
     Ok(out)
 }
 

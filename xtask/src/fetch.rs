@@ -327,11 +327,8 @@ fn record(name: &str, path: &Path) -> Result<()> {
     let marker = harness::scenario::targets::fetched_marker(name);
     let dir = marker.parent().context("marker path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let tmp = marker.with_extension("tmp");
-    std::fs::write(&tmp, format!("{}\n", path.display()))
-        .with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &marker)
-        .with_context(|| format!("rename {} into place", tmp.display()))?;
+    harness::atomic::write(&marker, format!("{}\n", path.display()).as_bytes())
+        .context("record the fetched package")?;
     Ok(())
 }
 

@@ -1,8 +1,7 @@
 //! Rendering of verdicts: the terminal table and the JSON object; writing the report files (Markdown, JUnit, SVG).
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -161,25 +160,9 @@ impl ReportArgs {
             ("junit.xml", junit),
             ("sizes.svg", svg),
         ] {
-            write_atomic(&dir.join(name), body.as_bytes())?;
+            // Mode 0644 (less the umask): reports are for sharing, like any file the user writes.
+            harness::atomic::write(&dir.join(name), body.as_bytes()).context("write the report")?;
         }
         Ok(dir.clone())
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut t = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("create a temporary file in {}", dir.display()))?;
-    t.write_all(bytes)
-        .with_context(|| format!("write {}", t.path().display()))?;
-    // Reports are for sharing: readable by all, like any file the user writes.
-    std::fs::set_permissions(
-        t.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .with_context(|| format!("set permissions of {}", t.path().display()))?;
-    t.persist(path)
-        .with_context(|| format!("rename into {}", path.display()))?;
-    Ok(())
 }

@@ -239,9 +239,6 @@ fn fetch_junit_schema(sh: &Shell) -> Result<()> {
             sdist.display()
         );
     }
-    let mut t = tempfile::NamedTempFile::new_in(&dir)?;
-    std::io::Write::write_all(&mut t, &xsd)?;
-    t.persist(&dest)
-        .with_context(|| format!("rename the schema into {}", dest.display()))?;
+    harness::atomic::write(&dest, &xsd).context("store the JUnit schema")?;
     Ok(())
 }

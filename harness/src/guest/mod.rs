@@ -261,9 +261,7 @@ fn pvh_or_bzimage(k: &Kernel, bz: &Path, dir: &Path) -> Result<Boot, String> {
     if !vmlinux.is_file() {
         let bytes = std::fs::read(bz).map_err(|e| format!("read {}: {e}", bz.display()))?;
         let (_, elf) = bzimage::extract_vmlinux(&bytes)?;
-        let tmp = dir.join("vmlinux.tmp");
-        std::fs::write(&tmp, elf).map_err(|e| format!("write {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &vmlinux).map_err(|e| format!("rename {}: {e}", tmp.display()))?;
+        crate::atomic::write(&vmlinux, &elf).map_err(|e| format!("write {e}"))?;
     }
     Ok(Boot::Pvh(vmlinux))
 }

@@ -6,7 +6,7 @@
 //! text: blank-line separated records of `X:value` lines.
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -266,13 +266,7 @@ pub fn write_index(
         bytes.extend(gzip(&sig_tar)?);
     }
     bytes.extend(index_member);
-    let dir = out.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("create a temporary file in {}", dir.display()))?;
-    tmp.write_all(&bytes)
-        .with_context(|| format!("write {}", tmp.path().display()))?;
-    tmp.persist(out)
-        .with_context(|| format!("rename the index into {}", out.display()))?;
+    crate::atomic::write(out, &bytes).context("write the index")?;
     Ok(())
 }
 
