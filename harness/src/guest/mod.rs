@@ -122,7 +122,7 @@ fn unpack(k: &Kernel, order: &[&Module], opts: &ReadOptions) -> Result<PathBuf, 
     let pkg_key = if k.source.is_dir() {
         hex::encode(Sha256::digest(k.source.to_string_lossy().as_bytes()))
     } else {
-        crate::image::initramfs::sha256_file(&k.source)?
+        crate::image::initramfs::sha256_file_memo(&k.source)?
     };
     let mut h = Sha256::new();
     for m in order {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -68,7 +69,7 @@ pub fn key(nodes: &[Node]) -> Result<String, String> {
             Node::File { path, mode, source } => {
                 let content = match source {
                     Source::Bytes(b) => hex::encode(Sha256::digest(b)),
-                    Source::Host(p) => sha256_file(p)?,
+                    Source::Host(p) => sha256_file_memo(p)?,
                 };
                 h.update(format!("F {path} {mode:o} ").as_bytes());
                 h.update(content.as_bytes());
@@ -77,6 +78,34 @@ pub fn key(nodes: &[Node]) -> Result<String, String> {
         }
     }
     Ok(hex::encode(h.finalize()))
+}
+
+/// A file's identity for [`sha256_file_memo`]: path, device, inode, size, mtime (s, ns).
+type FileId = (PathBuf, u64, u64, u64, i64, i64);
+
+/// Hex sha256 of a file that does not change while it is read (a host tool, a package in the
+/// cache): remembered for the process by path, inode, size and mtime, so that a test binary's
+/// trials hash the ~200 MB of tools and the package once, not once per trial.
+pub fn sha256_file_memo(p: &Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    static MEMO: Mutex<BTreeMap<FileId, String>> = Mutex::new(BTreeMap::new());
+    let md = std::fs::metadata(p).map_err(|e| format!("read {}: {e}", p.display()))?;
+    let id = (
+        p.to_path_buf(),
+        md.dev(),
+        md.ino(),
+        md.len(),
+        md.mtime(),
+        md.mtime_nsec(),
+    );
+    if let Some(h) = MEMO.lock().ok().and_then(|m| m.get(&id).cloned()) {
+        return Ok(h);
+    }
+    let h = sha256_file(p)?;
+    if let Ok(mut m) = MEMO.lock() {
+        m.insert(id, h.clone());
+    }
+    Ok(h)
 }
 
 /// Hex sha256 of a file, streamed.
@@ -205,5 +234,19 @@ mod tests {
         let mut changed = nodes.clone();
         changed[0] = Node::file("a/b/c.txt", 0o644, Source::Bytes(b"hellO".to_vec()));
         assert_ne!(k1, key(&changed).unwrap());
+    }
+
+    #[test]
+    fn remembered_hash_follows_a_rewritten_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("tool");
+        std::fs::write(&p, b"one").unwrap();
+        let one = sha256_file_memo(&p).unwrap();
+        assert_eq!(one, sha256_file(&p).unwrap());
+        assert_eq!(one, sha256_file_memo(&p).unwrap());
+        // Replaced (new inode) with content of the same size: a new hash.
+        crate::atomic::write(&p, b"two").unwrap();
+        assert_eq!(sha256_file_memo(&p).unwrap(), sha256_file(&p).unwrap());
+        assert_ne!(sha256_file_memo(&p).unwrap(), one);
     }
 }
