@@ -325,24 +325,7 @@ fn counts<'a>(checks: impl Iterator<Item = &'a Check>) -> String {
 /// Free text for a Markdown line or table cell: HTML and Markdown specials escaped, `|` escaped
 /// (GitHub and GitLab split cells on it even inside code spans), line breaks flattened.
 pub fn text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '|' => out.push_str("\\|"),
-            '\\' | '`' | '*' | '_' | '[' | ']' | '~' | '#' | '!' | '$' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '\r' => {}
-            '\n' | '\t' => out.push(' '),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
+    escaped(s, &['|', '\\', '`', '*', '_', '[', ']', '~', '#', '!', '$'])
 }
 
 /// A code span of `s`: fenced with more backticks than `s` holds in a row; `|` escaped for
@@ -367,15 +350,26 @@ pub fn code(s: &str) -> String {
 
 /// Text inside an HTML element (`<summary>`).
 fn html(s: &str) -> String {
+    escaped(s, &[])
+}
+
+/// `s` with `&`, `<`, `>` as HTML entities, each of `backslashed` preceded by a backslash, line
+/// feeds and tabs as spaces, carriage returns and other control characters dropped.
+fn escaped(s: &str, backslashed: &[char]) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '\n' | '\r' | '\t' => out.push(' '),
+            '\n' | '\t' => out.push(' '),
             c if c.is_control() => {}
-            c => out.push(c),
+            c => {
+                if backslashed.contains(&c) {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
         }
     }
     out
