@@ -1,9 +1,9 @@
 //! Negative controls made from real packages: a module without `.BTF`, a module carrying
-//! `.debug_info`, a module whose split BTF the kernel rejects, a kernel image whose vmlinux lost
+//! `.debug_info`, a `.BTF` with no data (`SHT_NOBITS`), a module whose split BTF the kernel rejects, a kernel image whose vmlinux lost
 //! its `.BTF`, a config without BTF. Tests and benchmarks use these to show every check can fail.
 
 use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
-use object::Object;
+use object::{Object, ObjectSection};
 
 use crate::codec::Codec;
 use crate::kernel::bzimage;
@@ -55,6 +55,26 @@ pub fn rename_section(elf: &mut [u8], from: &str, to: &str) -> Result<(), String
 /// Hides the `.BTF` section of a module or vmlinux (renamed `.BTX`).
 pub fn remove_btf(elf: &mut [u8]) -> Result<(), String> {
     rename_section(elf, ".BTF", ".BTX")
+}
+
+/// Makes `.BTF` a section with no data (`SHT_NOBITS`), what `objcopy --only-keep-debug`
+/// leaves: the name is still there for a reader that looks sections up by name.
+pub fn btf_to_nobits(elf: &mut [u8]) -> Result<(), String> {
+    let at = {
+        let file =
+            ElfFile64::<object::Endianness>::parse(&*elf).map_err(|e| format!("not ELF64: {e}"))?;
+        let endian = file.endian();
+        let e_shoff = file.elf_header().e_shoff(endian) as usize;
+        let e_shentsize = file.elf_header().e_shentsize(endian) as usize;
+        let sec = file.section_by_name(".BTF").ok_or("no section .BTF")?;
+        // sh_type is the second 32-bit word of an Elf64_Shdr.
+        e_shoff + sec.index().0 * e_shentsize + 4
+    };
+    let slot = elf
+        .get_mut(at..at + 4)
+        .ok_or_else(|| "section header runs past the file".to_string())?;
+    slot.copy_from_slice(&object::elf::SHT_NOBITS.0.to_le_bytes());
+    Ok(())
 }
 
 /// Makes a module look unstripped: one of its notes becomes a `.debug_info` section.

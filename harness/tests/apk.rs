@@ -217,9 +217,15 @@ fn fixture_read() -> R {
             .any(|e| e.0 == "var/spool" && e.1 == EntryKind::Dir),
         "directory var/spool not visited"
     );
-    // The visitor read the content the reader verified against APK-TOOLS.checksum.SHA1.
+    // The visitor read exactly the content the package's PAX header APK-TOOLS.checksum.SHA1
+    // names for etc/motd (283 bytes), the content the reader verified.
     let motd = rec.find("etc/motd").unwrap();
-    ensure!(motd.3.len() == 40, "motd content hash {}", motd.3);
+    ensure!(
+        motd.3 == "5e676e555354447436ed3bd8a752ebe5332d15c0" && motd.2 == 283,
+        "etc/motd: {} bytes, sha1 {}",
+        motd.2,
+        motd.3
+    );
     Ok(())
 }
 

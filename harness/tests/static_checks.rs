@@ -348,6 +348,97 @@ fn module_with_debug_info(f: Flavor) -> R {
     expect(&checks, "modules.btf", Status::Pass)
 }
 
+/// A module that cannot be parsed was not shown to be stripped, nor to have `.BTF`: both checks
+/// fail and name it (the other modules still pass).
+fn module_unreadable(f: Flavor) -> R {
+    let d = copy_subset(f);
+    mutate_file(&module(d.path(), "dummy"), |b| b.truncate(40));
+    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
+    for id in ["modules.stripped", "modules.btf"] {
+        expect(&checks, id, Status::Fail)?;
+        let c = check(&checks, id);
+        ensure!(
+            c.evidence
+                .iter()
+                .any(|e| e.contains("dummy.ko") && e.contains("unreadable")),
+            "{id} does not name the unreadable module: {} {:?}",
+            c.detail,
+            c.evidence
+        );
+    }
+    Ok(())
+}
+
+/// `.BTF` present but `SHT_NOBITS` (a split-debug copy): vmlinux.btf fails saying so.
+fn vmlinux_btf_nobits(f: Flavor) -> R {
+    let d = copy_subset(f);
+    mutate_vmlinux(d.path(), |v| mutate::btf_to_nobits(v).unwrap());
+    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
+    expect(&checks, "vmlinux.btf", Status::Fail)?;
+    let c = check(&checks, "vmlinux.btf");
+    ensure!(c.detail.contains("SHT_NOBITS"), "{}", c.detail);
+    expect(&checks, "kconfig.btf", Status::Pass)
+}
+
+/// A module whose `.BTF` is `SHT_NOBITS` fails modules.btf, named as such.
+fn module_btf_nobits(f: Flavor) -> R {
+    let d = copy_subset(f);
+    mutate_file(&module(d.path(), "vxlan"), |b| {
+        mutate::btf_to_nobits(b).unwrap()
+    });
+    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
+    expect(&checks, "modules.btf", Status::Fail)?;
+    let c = check(&checks, "modules.btf");
+    ensure!(
+        c.evidence
+            .iter()
+            .any(|e| e.contains("vxlan.ko") && e.contains("SHT_NOBITS")),
+        "{:?}",
+        c.evidence
+    );
+    expect(&checks, "modules.stripped", Status::Pass)
+}
+
+/// `objcopy --remove-section .BTF` (what a stripping tool that drops non-allocated sections,
+/// eu-strip style, does) on two modules only: modules.btf fails naming exactly those two.
+fn module_btf_stripped_on_some(f: Flavor) -> R {
+    let d = copy_subset(f);
+    let victims = ["overlay", "libcrc32c"];
+    for v in victims {
+        let ko = module(d.path(), v);
+        let (status, _) = harness::process::run_capture(
+            Path::new(OBJCOPY),
+            [
+                std::ffi::OsStr::new("--remove-section=.BTF"),
+                ko.as_os_str(),
+            ],
+            std::time::Duration::from_secs(60),
+            harness::process::Output::Null,
+        )
+        .map_err(|e| e.to_string())?;
+        ensure!(status.success(), "objcopy on {} failed", ko.display());
+        let s = elf::sections(&fs::read(&ko).unwrap())?;
+        ensure!(s.btf.is_none() && !s.btf_nobits, "objcopy left .BTF in {v}");
+    }
+    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
+    expect(&checks, "modules.btf", Status::Fail)?;
+    let c = check(&checks, "modules.btf");
+    ensure!(c.detail.starts_with("2 of "), "{}", c.detail);
+    for v in victims {
+        ensure!(
+            c.evidence
+                .iter()
+                .any(|e| e.contains(&format!("/{v}.ko")) && e.ends_with("no .BTF")),
+            "{v} not named: {:?}",
+            c.evidence
+        );
+    }
+    expect(&checks, "modules.stripped", Status::Pass)?;
+    expect(&checks, "modules.btf_base", Status::Pass)
+}
+
+const OBJCOPY: &str = "/usr/bin/objcopy";
+
 /// The cloud modules checked against the generic vmlinux, and the other way round.
 fn cross_flavour_base(boot_from: Flavor, modules_from: Flavor) -> R {
     let d = tempfile::tempdir_in(work()).unwrap();
@@ -656,6 +747,26 @@ fn main() -> std::process::ExitCode {
         trials.push(t(
             "control::module_with_debug_info_fails",
             module_with_debug_info,
+        ));
+        trials.push(t(
+            "control::module_unreadable_fails_stripped_and_btf",
+            module_unreadable,
+        ));
+        trials.push(t("control::vmlinux_btf_nobits_fails", vmlinux_btf_nobits));
+        trials.push(t("control::module_btf_nobits_fails", module_btf_nobits));
+        let objcopy = need.clone().and_then(|_| {
+            if Path::new(OBJCOPY).is_file() {
+                Ok(())
+            } else {
+                Err(format!("{OBJCOPY} missing (Debian package binutils)"))
+            }
+        });
+        trials.push(needs(
+            Trial::test(
+                format!("control::module_btf_stripped_on_some_fails::{n}"),
+                move || module_btf_stripped_on_some(f),
+            ),
+            &objcopy,
         ));
         trials.push(t("control::over_budget_fails", over_budget));
         trials.push(t("bad_input::truncated_deb_is_an_error", truncated_deb));

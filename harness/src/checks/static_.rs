@@ -204,6 +204,10 @@ pub fn modules_btf(k: &Kernel) -> Check {
         )
         .with_evidence(offenders(bad.iter().map(|m| match &m.error {
             Some(e) => format!("{}: unreadable: {e}", m.path.display()),
+            None if m.btf_nobits => format!(
+                "{}: .BTF is SHT_NOBITS (a section header with no data)",
+                m.path.display()
+            ),
             None => format!("{}: no .BTF", m.path.display()),
         })))
     }
@@ -214,29 +218,48 @@ pub fn modules_stripped(k: &Kernel) -> Check {
         return no_modules(MODULES_STRIPPED);
     }
     let total = k.modules.len();
+    // A module that could not be read was not shown to be stripped: it fails this check too.
+    let unreadable: Vec<_> = k.modules.iter().filter(|m| m.error.is_some()).collect();
     let bad: Vec<_> = k.modules.iter().filter(|m| !m.debug.is_empty()).collect();
-    if bad.is_empty() {
+    if bad.is_empty() && unreadable.is_empty() {
         return Check::pass(
             MODULES_STRIPPED,
-            format!("none of {total} modules carries .debug_* sections"),
+            format!("none of {total} modules carries .debug_* sections (all {total} section tables read)"),
         );
     }
     let debug_bytes: u64 = bad
         .iter()
         .flat_map(|m| m.debug.iter().map(|(_, s)| *s))
         .sum();
-    Check::fail(
-        MODULES_STRIPPED,
-        format!(
+    let mut what = Vec::new();
+    if !bad.is_empty() {
+        what.push(format!(
             "{} of {total} modules carry .debug_* sections ({} bytes of debug info)",
             bad.len(),
             grouped(debug_bytes)
-        ),
-    )
-    .with_evidence(offenders(bad.iter().map(|m| {
-        let names: Vec<&str> = m.debug.iter().map(|(n, _)| n.as_str()).collect();
-        format!("{}: {}", m.path.display(), names.join(" "))
-    })))
+        ));
+    }
+    if !unreadable.is_empty() {
+        what.push(format!(
+            "{} of {total} modules could not be read, so were not shown to be stripped",
+            unreadable.len()
+        ));
+    }
+    Check::fail(MODULES_STRIPPED, what.join("; ")).with_evidence(offenders(
+        unreadable
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}: unreadable: {}",
+                    m.path.display(),
+                    m.error.as_deref().unwrap_or_default()
+                )
+            })
+            .chain(bad.iter().map(|m| {
+                let names: Vec<&str> = m.debug.iter().map(|(n, _)| n.as_str()).collect();
+                format!("{}: {}", m.path.display(), names.join(" "))
+            })),
+    ))
 }
 
 pub fn modules_btf_base(k: &Kernel) -> Check {

@@ -49,6 +49,9 @@ pub struct Params {
     /// Mount an empty tmpfs over /sys/kernel/btf before the checks (a control: libbpf and
     /// bpftool read sysfs, bpftrace does not).
     pub hide_sysfs_btf: bool,
+    /// Make kernel headers reachable in the guest before the checks (a control: guest.bpftrace
+    /// must then refuse to call its result proof that BTF was used).
+    pub plant_headers: bool,
     /// Extra kernel command line (controls: a bad `rdinit=` to force a panic or a hang).
     pub append: Vec<String>,
     pub deadlines: Deadlines,
@@ -67,6 +70,7 @@ impl Default for Params {
             modules: None,
             accel: None,
             hide_sysfs_btf: false,
+            plant_headers: false,
             append: Vec::new(),
             deadlines: Deadlines::default(),
             memory_mb: 2048,
@@ -266,6 +270,20 @@ fn pvh_or_bzimage(k: &Kernel, bz: &Path, dir: &Path) -> Result<Boot, String> {
     Ok(Boot::Pvh(vmlinux))
 }
 
+/// A word only this run uses (guest.core execs `/bin/true <token>` and must see that exec):
+/// `btfgate` and hex digits of the time and the process id.
+fn run_token(trial_dir: &Path) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut h = Sha256::new();
+    h.update(trial_dir.to_string_lossy().as_bytes());
+    h.update(nanos.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    format!("btfgate{}", &hex::encode(h.finalize())[..12])
+}
+
 /// The `-name` of the QEMU of the run in `trial_dir`: `btfgate-<dir name>`.
 pub fn qemu_name(trial_dir: &Path) -> String {
     format!(
@@ -373,6 +391,8 @@ pub fn verify(
         prep: &prep,
         k,
         hide_sysfs_btf: params.hide_sysfs_btf,
+        plant_headers: params.plant_headers,
+        token: run_token(trial_dir),
         command: params.deadlines.command,
         module_probe: &params.module_probe,
     };

@@ -1,13 +1,16 @@
 //! ELF section lookup for vmlinux and modules (the `object` crate, section headers only).
 
-use object::read::elf::{ElfFile64, FileHeader};
+use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
 use object::{Object, ObjectSection};
 
 /// Sections of an ELF file that the checks care about.
 #[derive(Debug, Clone, Default)]
 pub struct Sections {
-    /// Offset and size of `.BTF` in the file, if present.
+    /// Offset and size of `.BTF` in the file, if present with data.
     pub btf: Option<(usize, usize)>,
+    /// `.BTF` exists but is `SHT_NOBITS`: a header with no bytes in the file (what
+    /// `objcopy --only-keep-debug` leaves, a split-debug file mistaken for the binary).
+    pub btf_nobits: bool,
     /// `.debug_*` sections with their sizes.
     pub debug: Vec<(String, u64)>,
     /// `.modinfo` content range, if present.
@@ -27,7 +30,11 @@ pub fn sections(data: &[u8]) -> Result<Sections, String> {
         let Ok(name) = sec.name() else { continue };
         let range = || sec.file_range().map(|(o, l)| (o as usize, l as usize));
         if name == ".BTF" {
-            s.btf = range();
+            if sec.elf_section_header().sh_type(elf.endian()) == object::elf::SHT_NOBITS {
+                s.btf_nobits = true;
+            } else {
+                s.btf = range();
+            }
         } else if name == ".modinfo" {
             s.modinfo = range();
         } else if name.starts_with(".debug_") || name.starts_with(".zdebug_") {
@@ -56,4 +63,13 @@ pub fn modinfo(data: &[u8], range: (usize, usize)) -> Vec<(String, String)> {
             Some((k.to_string(), v.to_string()))
         })
         .collect()
+}
+
+/// Why a file has no `.BTF` data: "no .BTF section" or the `SHT_NOBITS` case.
+pub fn no_btf_reason(s: &Sections) -> &'static str {
+    if s.btf_nobits {
+        ".BTF is SHT_NOBITS: the section header is there but holds no data (a split-debug copy?)"
+    } else {
+        "no .BTF section"
+    }
 }

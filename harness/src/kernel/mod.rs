@@ -93,6 +93,8 @@ pub struct Module {
     /// Size of the ELF after decompression.
     pub elf_size: u64,
     pub btf_len: Option<u64>,
+    /// `.BTF` is there but `SHT_NOBITS` (no data): counted as no `.BTF`, said so.
+    pub btf_nobits: bool,
     /// `.debug_*` sections and their sizes.
     pub debug: Vec<(String, u64)>,
     /// The module could not be decompressed or parsed.
@@ -285,7 +287,7 @@ fn analyse_image(
         let sections = elf::sections(&vmlinux).map_err(|e| format!("vmlinux: {e}"))?;
         let (off, len) = sections
             .btf
-            .ok_or_else(|| "vmlinux has no .BTF section".to_string())?;
+            .ok_or_else(|| format!("vmlinux: {}", elf::no_btf_reason(&sections)))?;
         let bytes = vmlinux[off..off + len].to_vec();
         let parsed =
             Btf::parse(&bytes, None).map_err(|e| format!("vmlinux .BTF is invalid: {e}"))?;
@@ -447,6 +449,7 @@ impl Visitor for Collector<'_> {
                 file_size: raw.len() as u64,
                 elf_size: 0,
                 btf_len: None,
+                btf_nobits: false,
                 debug: Vec::new(),
                 error: None,
                 base_fit: None,
@@ -465,6 +468,7 @@ impl Visitor for Collector<'_> {
             match elf.and_then(|elf| elf::sections(&elf).map(|s| (elf, s))) {
                 Ok((elf, s)) => {
                     m.elf_size = elf.len() as u64;
+                    m.btf_nobits = s.btf_nobits;
                     m.debug = s.debug;
                     if let Some(range) = s.modinfo {
                         let info = elf::modinfo(&elf, range);

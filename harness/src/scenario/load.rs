@@ -133,6 +133,21 @@ pub fn load(dir: &Path) -> Result<Suite, Vec<String>> {
         if sc.checks.listed().is_empty() {
             errors.push(format!("{}: `checks` lists no check", file.display()));
         }
+        if let Some(list) = sc
+            .checks
+            .guest_btf_modules
+            .as_ref()
+            .and_then(|m| m.value.modules.as_ref())
+        {
+            if list.value.is_empty() {
+                errors.push(format!(
+                    "{}:{}:{}: guest.btf_modules: `modules` is empty: comparing no module proves nothing (name at least one, or leave `modules` out for the image recipe's list)",
+                    file.display(),
+                    list.referenced.line(),
+                    list.referenced.column()
+                ));
+            }
+        }
         if sc.expect == Expect::Fail && sc.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
             errors.push(format!(
                 "{}: `expect: fail` needs a `reason`",
@@ -242,6 +257,30 @@ mod tests {
     fn expected_failure_needs_a_reason() {
         let e = one_error("targets: [t1]\nexpect: fail\nchecks:\n  kconfig.btf: {}\n");
         assert!(e.contains("needs a `reason`"), "{e}");
+    }
+
+    #[test]
+    fn empty_module_list_is_refused_with_its_location() {
+        let load_runtime = |text: &str| {
+            let d = tempfile::tempdir().unwrap();
+            write(d.path(), "targets.yaml", TARGETS);
+            write(d.path(), "runtime/one.yaml", text);
+            load(d.path())
+        };
+        let errs = load_runtime(
+            "targets: [t1]\nexpect: pass\nchecks:\n  guest.btf_modules:\n    modules: []\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("one.yaml:5:") && errs[0].contains("`modules` is empty"),
+            "{errs:?}"
+        );
+        // The control: the same scenario naming a module loads.
+        load_runtime(
+            "targets: [t1]\nexpect: pass\nchecks:\n  guest.btf_modules:\n    modules: [dummy]\n",
+        )
+        .unwrap();
     }
 
     #[test]

@@ -56,9 +56,10 @@ pub struct BootParams {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModulesParams {
-    /// Modules to modprobe and compare with `/sys/kernel/btf/<mod>`.
+    /// Modules to modprobe and compare with `/sys/kernel/btf/<mod>` (at least one; absent:
+    /// the image recipe's list).
     #[serde(default)]
-    pub modules: Option<Vec<String>>,
+    pub modules: Option<Spanned<Vec<String>>>,
 }
 
 pub use crate::guest::ModuleProbe;

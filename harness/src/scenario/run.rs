@@ -94,7 +94,7 @@ pub fn run(
             }
         }
         if let Some(m) = &c.guest_btf_modules {
-            p.modules = m.value.modules.clone();
+            p.modules = m.value.modules.as_ref().map(|l| l.value.clone());
         }
         if let Some(b) = &c.guest_bpftrace {
             if let Some(mp) = &b.value.module_probe {
