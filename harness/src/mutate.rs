@@ -114,6 +114,31 @@ pub fn break_split_btf(elf: &mut [u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Renames identifier `from` to `to` (same length) in the string section of an ELF's `.BTF`,
+/// in place: every type or member named `from` is then named `to`. A kernel whose BTF lacks a
+/// field a CO-RE tool relocates (`task_struct.real_parent` for execsnoop) is made this way.
+pub fn rename_btf_name(elf: &mut [u8], from: &str, to: &str) -> Result<(), String> {
+    if from.len() != to.len() {
+        return Err(format!("{from} and {to} differ in length"));
+    }
+    let (off, len) = crate::kernel::elf::sections(elf)?
+        .btf
+        .ok_or("no section .BTF")?;
+    let btf = &mut elf[off..off + len];
+    let h = crate::kernel::btf::Header::read(btf).map_err(|e| format!(".BTF: {e}"))?;
+    let start = h.hdr_len as usize + h.str_off as usize;
+    let strings = btf
+        .get_mut(start..start + h.str_len as usize)
+        .ok_or(".BTF string section runs past the section")?;
+    let needle = [&[0u8][..], from.as_bytes(), &[0u8][..]].concat();
+    let at = strings
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .ok_or_else(|| format!("no string {from} in .BTF"))?;
+    strings[at + 1..at + 1 + to.len()].copy_from_slice(to.as_bytes());
+    Ok(())
+}
+
 /// Removes a module's appended signature (`~Module signature appended~`), so an edited module
 /// still loads where signatures are checked but not enforced (a signature that does not verify
 /// is fatal even then; an unsigned module only taints the kernel). Returns whether there was one.

@@ -199,6 +199,67 @@ fn rejected_module_btf(f: Flavor) -> R {
     )
 }
 
+/// Kernel headers reachable in the guest (a build tree by release, as a linux-headers package
+/// installs) and an empty module list, in one boot: bpftrace's "no headers" claim and
+/// guest.btf_modules both fail; the checks that do not depend on either still pass.
+fn headers_and_no_modules(f: Flavor) -> R {
+    let p = Params {
+        plant_headers: true,
+        modules: Some(Vec::new()),
+        ..tcg()
+    };
+    let r = run(f, "headers", p)?;
+    expect_saying(
+        &r,
+        "guest.bpftrace",
+        Status::Fail,
+        "headers present: cannot prove BTF was used (/lib/modules/",
+    )?;
+    expect_saying(
+        &r,
+        "guest.btf_modules",
+        Status::Fail,
+        "checking nothing is not a pass",
+    )?;
+    expect(&r, "guest.btf_vmlinux", Status::Pass)?;
+    expect(&r, "guest.dmesg", Status::Pass)
+}
+
+/// The same kernel with `task_struct.real_parent` renamed in its BTF (vmlinux rebuilt; booted
+/// through PVH from the vmlinux the package now holds): execsnoop relocates that field, so
+/// guest.core fails, while the kernel's own BTF checks still pass.
+fn core_field_missing(f: Flavor) -> R {
+    let opts = ReadOptions::default();
+    let dir = work().join(format!("no-real-parent-{}", f.name()));
+    let keep = |p: &std::path::Path| {
+        p.starts_with("boot") || (p.starts_with("lib/modules") && p.ends_with("dummy.ko"))
+    };
+    let (_, written) = extract(&host_kernel(f)?, &opts, &dir, &keep)?;
+    let img = written
+        .iter()
+        .find(|p| p.starts_with("boot") && p.to_string_lossy().contains("vmlinuz"))
+        .map(|p| dir.join(p))
+        .ok_or("the package has no boot/vmlinuz")?;
+    let bytes = std::fs::read(&img)?;
+    let (_, mut vmlinux) = harness::kernel::bzimage::extract_vmlinux(&bytes)?;
+    mutate::rename_btf_name(&mut vmlinux, "real_parent", "real_parenX")?;
+    std::fs::write(&img, mutate::replace_vmlinux(&bytes, &vmlinux)?)?;
+    let k = Kernel::load(&dir, &opts)?;
+    let p = Params {
+        modules: Some(vec!["dummy".into()]),
+        ..tcg()
+    };
+    let r = run_kernel(&k, &format!("no-real-parent-{}", f.name()), p)?;
+    expect(&r, "guest.btf_vmlinux", Status::Pass)?;
+    expect(&r, "guest.core", Status::Fail)?;
+    let (_, text) = status(&r, "guest.core")?;
+    ensure!(
+        text.contains("real_parent") || text.contains("no matching targets"),
+        "guest.core fails without naming the relocation: {text}"
+    );
+    Ok(())
+}
+
 fn forced_panic(f: Flavor) -> R {
     let t0 = Instant::now();
     let p = Params {
@@ -248,6 +309,9 @@ fn hung_init(f: Flavor) -> R {
     Ok(())
 }
 
+/// The probe's choice is the accelerator the guest really booted with (guest.boot's evidence),
+/// and its reason fits the choice: KVM only after a probe boot, TCG with why KVM was refused
+/// (on this machine: /dev/kvm missing, or QEMU aborting with "failed to set MSR").
 fn kvm_probe_falls_back(f: Flavor) -> R {
     let p = Params {
         modules: Some(vec!["dummy".into()]),
@@ -255,10 +319,34 @@ fn kvm_probe_falls_back(f: Flavor) -> R {
     };
     let r = run(f, "probe", p)?;
     let c = r.accel.as_ref().ok_or("no accelerator choice reported")?;
-    if c.reason.is_empty() {
-        return Err("the accelerator choice gives no reason".into());
+    expect(&r, "guest.boot", Status::Pass)?;
+    let (_, boot) = status(&r, "guest.boot")?;
+    ensure!(
+        boot.contains(&format!("accelerator {},", c.accel.name())),
+        "the probe chose {} but the guest booted otherwise: {boot}",
+        c.accel.name()
+    );
+    match c.accel {
+        Accel::Kvm => ensure!(c.reason.contains("KVM booted"), "{}", c.reason),
+        Accel::Tcg => {
+            let kvm_opens = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/kvm")
+                .is_ok();
+            let why = if kvm_opens {
+                "does not work here ("
+            } else {
+                "cannot be opened"
+            };
+            ensure!(
+                c.reason.contains(why) && c.reason.contains("using TCG"),
+                "TCG chosen without the reason this machine gives ({why:?}): {}",
+                c.reason
+            );
+        }
     }
-    expect(&r, "guest.boot", Status::Pass)
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -295,6 +383,13 @@ fn main() -> std::process::ExitCode {
             needs(Trial::test(format!("{name}::{n}"), move || run(f)), &need)
         };
         trials.push(t("runtime::all_guest_checks_pass", all_pass));
+        if f == Flavor::Generic {
+            // xz payload, CONFIG_PVH: booted from the vmlinux the package holds, as mutated.
+            trials.push(t(
+                "runtime::control::core_relocated_field_missing_fails",
+                core_field_missing,
+            ));
+        }
         if f == Flavor::Cloud {
             // The controls boot the faster (lz4) kernel.
             trials.push(t("runtime::control::missing_module_fails", missing_module));
@@ -311,6 +406,10 @@ fn main() -> std::process::ExitCode {
                 forced_panic,
             ));
             trials.push(t("runtime::control::hung_init_times_out", hung_init));
+            trials.push(t(
+                "runtime::control::headers_present_and_no_modules_fail",
+                headers_and_no_modules,
+            ));
             trials.push(t(
                 "runtime::kvm_probe_reports_its_choice",
                 kvm_probe_falls_back,

@@ -24,7 +24,8 @@ pub fn probe(qemu: &Path, spec: &Spec, dir: &Path) -> Choice {
         .clone()
 }
 
-fn probe_uncached(qemu: &Path, spec: &Spec, dir: &Path) -> Choice {
+/// One probe, not remembered (tests; [`probe`] remembers the first for the process).
+pub fn probe_uncached(qemu: &Path, spec: &Spec, dir: &Path) -> Choice {
     if std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -57,5 +58,34 @@ fn probe_uncached(qemu: &Path, spec: &Spec, dir: &Path) -> Choice {
             accel: Accel::Tcg,
             reason: format!("/dev/kvm exists but KVM does not work here ({e}); using TCG"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::args::Boot;
+
+    /// A QEMU that cannot boot anything (here `/bin/false`) never makes the probe choose KVM:
+    /// KVM is chosen only after a real boot, and the fallback says why.
+    #[test]
+    fn no_boot_no_kvm() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Spec {
+            accel: Accel::Kvm,
+            boot: Boot::BzImage(dir.path().join("no-such-bzImage")),
+            initrd: dir.path().join("no-such-initrd"),
+            append: Vec::new(),
+            memory_mb: 64,
+            cpus: 1,
+            name: "btfgate-probe-unit".into(),
+        };
+        let c = probe_uncached(Path::new("/bin/false"), &spec, dir.path());
+        assert_eq!(c.accel, Accel::Tcg, "{c:?}");
+        assert!(
+            c.reason.contains("using TCG")
+                && (c.reason.contains("cannot be opened") || c.reason.contains("does not work")),
+            "{c:?}"
+        );
     }
 }
