@@ -500,6 +500,7 @@ fn bpftool(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
             BPFTOOL,
             format!("bpftool dumped a {bytes}-byte vmlinux.h defining struct task_struct"),
         )
+        .with_evidence(ev)
     } else {
         Check::fail(
             BPFTOOL,
@@ -663,6 +664,9 @@ pub fn judge_dmesg(out: &str) -> Check {
             DMESG,
             format!("all {lines} lines of dmesg read: no BTF errors, WARN, BUG or Oops"),
         )
+        .with_evidence(vec![format!(
+            "dmesg exited 0, {lines} lines read, end marker {DMESG_END} seen, no line matched"
+        )])
     } else {
         Check::fail(DMESG, format!("{} suspicious dmesg line(s)", hits.len())).with_evidence(hits)
     }

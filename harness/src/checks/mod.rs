@@ -69,6 +69,20 @@ impl Check {
     }
 }
 
+/// The rule every static and guest verdict goes through: a check reports PASS only when it
+/// compared something and kept the evidence (what was compared, the numbers seen). A PASS
+/// without evidence is a defect of the check and is reported as a failure, never as a pass.
+pub fn settle(mut c: Check) -> Check {
+    if c.status == Status::Pass && c.evidence.iter().all(|e| e.trim().is_empty()) {
+        c.status = Status::Fail;
+        c.detail = format!(
+            "reported PASS without evidence, so it proves nothing (a defect in btfgate's {} check): {}",
+            c.id, c.detail
+        );
+    }
+    c
+}
+
 /// The static check ids, in the order they run.
 pub const STATIC_IDS: [&str; 6] = [
     static_::KCONFIG_BTF,
@@ -78,3 +92,21 @@ pub const STATIC_IDS: [&str; 6] = [
     static_::MODULES_BTF_BASE,
     static_::SIZE_BUDGET,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_without_evidence_is_a_failure() {
+        let c = settle(Check::pass("modules.btf", "1/1 modules have .BTF"));
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.detail.contains("without evidence"), "{c:?}");
+        let blank = settle(Check::pass("modules.btf", "x").with_evidence(vec![" ".into()]));
+        assert_eq!(blank.status, Status::Fail);
+        let ok = settle(Check::pass("modules.btf", "x").with_evidence(vec!["seen".into()]));
+        assert_eq!(ok.status, Status::Pass);
+        let fail = settle(Check::fail("modules.btf", "x"));
+        assert_eq!(fail.status, Status::Fail);
+    }
+}

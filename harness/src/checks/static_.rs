@@ -32,6 +32,10 @@ impl Default for StaticParams {
 
 /// Runs the check `id` on `k`. `None` when `id` is not a static check.
 pub fn run(id: &str, k: &Kernel, p: &StaticParams) -> Option<Check> {
+    run_unsettled(id, k, p).map(super::settle)
+}
+
+fn run_unsettled(id: &str, k: &Kernel, p: &StaticParams) -> Option<Check> {
     Some(match id {
         KCONFIG_BTF => kconfig_btf(k),
         VMLINUX_BTF => vmlinux_btf(k),
@@ -190,6 +194,22 @@ pub fn modules_btf(k: &Kernel) -> Check {
     let bad: Vec<_> = k.modules.iter().filter(|m| m.btf_len.is_none()).collect();
     let raw: u64 = k.modules.iter().filter_map(|m| m.btf_len).sum();
     if bad.is_empty() {
+        let sizes = k.modules.iter().filter_map(|m| Some((m.btf_len?, m)));
+        let (lo, hi) = (
+            sizes.clone().min_by_key(|(l, _)| *l),
+            sizes.max_by_key(|(l, _)| *l),
+        );
+        let ev = [("smallest", lo), ("largest", hi)]
+            .into_iter()
+            .filter_map(|(w, x)| {
+                let (l, m) = x?;
+                Some(format!(
+                    "{w} .BTF: {} bytes in {}",
+                    grouped(l),
+                    m.path.display()
+                ))
+            })
+            .collect();
         Check::pass(
             MODULES_BTF,
             format!(
@@ -197,6 +217,7 @@ pub fn modules_btf(k: &Kernel) -> Check {
                 grouped(raw)
             ),
         )
+        .with_evidence(ev)
     } else {
         Check::fail(
             MODULES_BTF,
@@ -222,10 +243,15 @@ pub fn modules_stripped(k: &Kernel) -> Check {
     let unreadable: Vec<_> = k.modules.iter().filter(|m| m.error.is_some()).collect();
     let bad: Vec<_> = k.modules.iter().filter(|m| !m.debug.is_empty()).collect();
     if bad.is_empty() && unreadable.is_empty() {
+        let elf: u64 = k.modules.iter().map(|m| m.elf_size).sum();
         return Check::pass(
             MODULES_STRIPPED,
-            format!("none of {total} modules carries .debug_* sections (all {total} section tables read)"),
-        );
+            format!("none of {total} modules carries .debug_* sections"),
+        )
+        .with_evidence(vec![format!(
+            "{total} section tables read ({} bytes of ELF), 0 .debug_* sections",
+            grouped(elf)
+        )]);
     }
     let debug_bytes: u64 = bad
         .iter()
@@ -289,7 +315,17 @@ pub fn modules_btf_base(k: &Kernel) -> Check {
             None => bad.push(format!("{}: not checked", m.path.display())),
         }
     }
+    if bad.is_empty() && refs == 0 {
+        return Check::fail(
+            MODULES_BTF_BASE,
+            "no module BTF refers to a name: nothing was compared with this vmlinux's BTF",
+        );
+    }
     if bad.is_empty() {
+        let base = k
+            .vmlinux_btf()
+            .map(|b| format!("base: the vmlinux .BTF, {} types", grouped(b.ntypes as u64)))
+            .unwrap_or_default();
         Check::pass(
             MODULES_BTF_BASE,
             format!(
@@ -298,6 +334,13 @@ pub fn modules_btf_base(k: &Kernel) -> Check {
                 grouped(refs)
             ),
         )
+        .with_evidence(vec![
+            base,
+            format!(
+                "{} modules checked: every name offset lands on an identifier start in the base or the module's strings, every type id in range",
+                with_btf.len()
+            ),
+        ])
     } else {
         Check::fail(
             MODULES_BTF_BASE,

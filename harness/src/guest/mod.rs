@@ -430,6 +430,7 @@ pub fn verify(
         }
         mark(name, t);
     }
+    let mut checks: Vec<Check> = checks.into_iter().map(crate::checks::settle).collect();
     // Report in catalogue order, whatever order they ran in.
     checks.sort_by_key(|c| {
         gc::IDS

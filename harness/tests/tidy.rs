@@ -1,0 +1,104 @@
+//! Tidy: the README's table of checks is kept true. Every check id of the catalogue (static and
+//! guest) has exactly one row saying what its PASS proves and naming the controls that make it
+//! fail, and every control named exists: a file (a scenario), or `file::function` whose
+//! function is defined in that file. With `checks::settle` (a PASS without evidence is a
+//! failure) this is how the rule "no check passes without evidence, every check has a control
+//! that fails it" is enforced.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use harness::checks::{guest, STATIC_IDS};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// (id, the controls cell) of each README table row whose first cell is a catalogue id.
+fn rows(readme: &str) -> Vec<(String, String)> {
+    readme
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim().strip_prefix('|')?.split(" | ").collect();
+            let id = cells.first()?.trim().strip_prefix('`')?.strip_suffix('`')?;
+            let ids: Vec<&str> = STATIC_IDS
+                .iter()
+                .chain(guest::IDS.iter())
+                .copied()
+                .collect();
+            ids.contains(&id)
+                .then(|| (id.to_string(), cells.last().unwrap_or(&"").to_string()))
+        })
+        .collect()
+}
+
+/// Backticked `path` or `path::function` references of a cell.
+fn refs(cell: &str) -> Vec<String> {
+    cell.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|r| {
+            r.starts_with("harness/") || r.starts_with("scenarios/") || r.starts_with("xtask/")
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Errors: a reference whose file is missing or whose function the file does not define.
+fn check_ref(r: &str) -> Option<String> {
+    let (file, func) = match r.split_once("::") {
+        Some((f, func)) => (f, Some(func)),
+        None => (r, None),
+    };
+    let text = match std::fs::read_to_string(root().join(file)) {
+        Ok(t) => t,
+        Err(e) => return Some(format!("{r}: {file}: {e}")),
+    };
+    let func = func?;
+    if text.contains(&format!("fn {func}(")) {
+        None
+    } else {
+        Some(format!("{r}: {file} defines no fn {func}"))
+    }
+}
+
+#[test]
+fn every_check_has_one_row_with_controls_that_exist() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let rows = rows(&readme);
+    let mut problems = Vec::new();
+    for id in STATIC_IDS.iter().chain(guest::IDS.iter()) {
+        let mine: Vec<&(String, String)> = rows.iter().filter(|(i, _)| i == id).collect();
+        match mine.as_slice() {
+            [(_, cell)] => {
+                let rs = refs(cell);
+                if rs.is_empty() {
+                    problems.push(format!("{id}: the README row names no control"));
+                }
+                problems.extend(rs.iter().filter_map(|r| check_ref(r)));
+            }
+            [] => problems.push(format!("{id}: no row in the README's check tables")),
+            _ => problems.push(format!("{id}: {} rows in the README", mine.len())),
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "README check tables:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// The controls of the tidy check itself: a missing file, a missing function and a row without
+/// a control are each reported.
+#[test]
+fn tidy_reports_what_is_wrong() {
+    assert!(check_ref("harness/tests/no_such_file.rs::x").is_some());
+    assert!(check_ref("harness/tests/tidy.rs::no_such_function").is_some());
+    assert!(check_ref("harness/tests/tidy.rs::check_ref").is_none());
+    let table = "| `kconfig.btf` | proves | nothing named |\n| `vmlinux.btf` | p | `scenarios/static/no-btf.yaml` |";
+    let r = rows(table);
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert!(refs(&r[0].1).is_empty());
+    assert_eq!(refs(&r[1].1), vec!["scenarios/static/no-btf.yaml"]);
+}
