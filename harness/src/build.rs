@@ -27,6 +27,11 @@ pub struct BuildSpec {
     pub fragments: Vec<PathBuf>,
     /// Append `btf.config` (true) or `nobtf.config` (false).
     pub btf: bool,
+    /// Fragments merged after the BTF switch, overriding its choices (e.g. `dwarf5.config`
+    /// replaces the toolchain's default DWARF version `btf.config` picks); same paths as
+    /// `fragments`. Empty keeps the cache key of specs from before overrides existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<PathBuf>,
     /// Alpine flavour name: `/boot/vmlinuz-<flavor>`, package `linux-<flavor>`.
     pub flavor: String,
 }
@@ -52,25 +57,23 @@ pub struct Outputs {
 }
 
 impl BuildSpec {
-    /// Fragment files in merge order (the BTF switch last).
+    /// Fragment files in merge order: the fragments, the BTF switch, the overrides.
     pub fn fragment_paths(&self) -> Vec<PathBuf> {
         let kdir = workspace_root().join("images/kconfig");
-        let mut v: Vec<PathBuf> = self
-            .fragments
-            .iter()
-            .map(|f| {
-                if f.is_absolute() {
-                    f.clone()
-                } else {
-                    kdir.join(f)
-                }
-            })
-            .collect();
+        let path = |f: &PathBuf| {
+            if f.is_absolute() {
+                f.clone()
+            } else {
+                kdir.join(f)
+            }
+        };
+        let mut v: Vec<PathBuf> = self.fragments.iter().map(path).collect();
         v.push(kdir.join(if self.btf {
             "btf.config"
         } else {
             "nobtf.config"
         }));
+        v.extend(self.overrides.iter().map(path));
         v
     }
 
@@ -105,9 +108,15 @@ impl BuildSpec {
         Ok(hex::encode(h.finalize()))
     }
 
+    /// Where this build's packages are in the btfgate cache.
     pub fn outputs(&self) -> Result<Outputs, String> {
+        self.outputs_in(&cache_dir())
+    }
+
+    /// Where this build's packages are in the cache `cache`.
+    pub fn outputs_in(&self, cache: &Path) -> Result<Outputs, String> {
         let key = self.key()?;
-        let dir = cache_dir().join("builds").join(&key[..24]);
+        let dir = cache.join("builds").join(&key[..24]);
         Ok(Outputs {
             stripped: dir.join(format!("linux-{}.apk", self.flavor)),
             unstripped: dir.join(format!("linux-{}-unstripped.apk", self.flavor)),

@@ -1,11 +1,13 @@
 //! `build`: a kernel from a Linux source tree (default Debian's linux-source-6.1) with a base
 //! config plus fragments from images/kconfig, BTF on or off, packaged as APK v2 with Alpine's
 //! layout twice (modules stripped, and not), signed; cached by source + config + options.
+//! `--configure-only` stops after the configure phase (base, fragments, olddefconfig, the
+//! fragment check) and prints the final .config.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use harness::build::{private_key_path, trusted_keys_dir, BuildSpec, Outputs, KEY_NAME};
 use harness::package::apk::{write_apk, SigningKey};
@@ -25,10 +27,38 @@ pub struct BuildArgs {
     /// BTF on or off
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     btf: String,
+    /// Fragment merged after the BTF switch, overriding its choices (repeatable; relative to
+    /// images/kconfig/; e.g. dwarf5.config)
+    #[arg(long = "override")]
+    overrides: Vec<PathBuf>,
     /// Flavour name (package linux-<flavor>, /boot/vmlinuz-<flavor>)
     #[arg(long)]
     flavor: Option<String>,
+    /// Only configure (base config, fragments, olddefconfig, every fragment option checked in
+    /// the result), print the final .config path, build nothing
+    #[arg(long)]
+    configure_only: bool,
+    /// Output directory for --configure-only (default: a new temporary directory, kept)
+    #[arg(long, requires = "configure_only")]
+    out: Option<PathBuf>,
+    /// pahole for --configure-only, passed to make as PAHOLE= (Kconfig's PAHOLE_VERSION comes
+    /// from it: a missing or old pahole drops DEBUG_INFO_BTF under DWARF5)
+    #[arg(long, requires = "configure_only")]
+    pahole: Option<PathBuf>,
 }
+
+/// Options the fragments asked for that the final .config lacks: the configure phase refused
+/// the config (exit 1, the message names every dropped option).
+#[derive(Debug)]
+pub struct Dropped(String);
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Dropped {}
 
 /// Debian packages a kernel build needs.
 const BUILD_PACKAGES: &[&str] = &[
@@ -45,13 +75,14 @@ const BUILD_PACKAGES: &[&str] = &[
     "cpio",
 ];
 
-pub fn run(a: BuildArgs) -> Result<()> {
+pub fn run(a: BuildArgs) -> Result<u8> {
     let btf = a.btf == "on";
     let spec = BuildSpec {
         source: a.source,
         base: a.base,
         fragments: a.fragments,
         btf,
+        overrides: a.overrides,
         flavor: a.flavor.unwrap_or_else(|| {
             if btf {
                 "tiny-btf".into()
@@ -60,15 +91,46 @@ pub fn run(a: BuildArgs) -> Result<()> {
             }
         }),
     };
-    let out = build(&spec)?;
-    println!("{}", out.stripped.display());
-    println!("{}", out.unstripped.display());
-    println!(
-        "{}",
-        std::fs::read_to_string(&out.record)
-            .unwrap_or_default()
-            .trim()
-    );
+    let done = if a.configure_only {
+        configure_only(&spec, a.out, a.pahole.as_deref())
+    } else {
+        build(&spec).map(|out| {
+            println!("{}", out.stripped.display());
+            println!("{}", out.unstripped.display());
+            println!(
+                "{}",
+                std::fs::read_to_string(&out.record)
+                    .unwrap_or_default()
+                    .trim()
+            );
+        })
+    };
+    match done {
+        Ok(()) => Ok(0),
+        // The config does not deliver what the fragments asked for: a failed check, not bad input.
+        Err(e) if e.downcast_ref::<Dropped>().is_some() => {
+            eprintln!("error: {e:#}");
+            Ok(crate::EXIT_FAIL)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `--configure-only`: configures `spec` into `out` (default a new temporary directory, kept)
+/// and prints the final .config path.
+fn configure_only(spec: &BuildSpec, out: Option<PathBuf>, pahole: Option<&Path>) -> Result<()> {
+    let sh = Shell::new()?;
+    let o = match out {
+        Some(d) => d,
+        None => tempfile::Builder::new()
+            .prefix("btfgate-configure-")
+            .tempdir()
+            .context("create a temporary directory")?
+            .keep(),
+    };
+    let src = source_tree(&sh, &spec.source)?;
+    let cfg = configure(&sh, &src, spec, &o, pahole)?;
+    println!("{}", cfg.display());
     Ok(())
 }
 
@@ -87,27 +149,8 @@ pub fn build(spec: &BuildSpec) -> Result<Outputs> {
     std::fs::create_dir_all(&out.dir).with_context(|| format!("create {}", out.dir.display()))?;
     let o = out.dir.join("out");
     let o_arg = format!("O={}", o.display());
-    std::fs::create_dir_all(&o)?;
+    let cfg = configure(&sh, &src, spec, &o, None)?;
     let _cd = sh.push_dir(&src);
-    let base = &spec.base;
-    if Path::new(base).is_file() {
-        std::fs::copy(base, o.join(".config"))
-            .with_context(|| format!("copy base config {base}"))?;
-        cmd!(sh, "make -s {o_arg} ARCH=x86_64 olddefconfig").run()?;
-    } else {
-        cmd!(sh, "make -s {o_arg} ARCH=x86_64 {base}").run()?;
-    }
-    let frags = spec.fragment_paths();
-    let cfg = o.join(".config");
-    let merge = frags.clone();
-    cmd!(
-        sh,
-        "scripts/kconfig/merge_config.sh -m -O {o} {cfg} {merge...}"
-    )
-    .quiet()
-    .run()?;
-    cmd!(sh, "make -s {o_arg} ARCH=x86_64 olddefconfig").run()?;
-    check_fragments(&cfg, &frags)?;
     let jobs = format!(
         "-j{}",
         std::thread::available_parallelism()
@@ -196,38 +239,127 @@ pub fn build(spec: &BuildSpec) -> Result<Outputs> {
     Ok(out)
 }
 
-/// Every `CONFIG_X=...` line of the fragments must be in the final config (olddefconfig drops
-/// options whose dependencies are unmet, silently: the way Alpine lost BTF).
+/// The configure phase: the base config into `o`, the fragments merged over it, olddefconfig,
+/// then every fragment option checked in the result ([`Dropped`] names what olddefconfig
+/// dropped). `pahole` is passed to make as `PAHOLE=` (Kconfig derives PAHOLE_VERSION from it).
+/// Returns the final .config.
+fn configure(
+    sh: &Shell,
+    src: &Path,
+    spec: &BuildSpec,
+    o: &Path,
+    pahole: Option<&Path>,
+) -> Result<PathBuf> {
+    let _cd = sh.push_dir(src);
+    std::fs::create_dir_all(o).with_context(|| format!("create {}", o.display()))?;
+    let o_arg = format!("O={}", o.display());
+    let pahole_arg = pahole.map(|p| format!("PAHOLE={}", p.display()));
+    let tool = &pahole_arg;
+    let cfg = o.join(".config");
+    let base = &spec.base;
+    if Path::new(base).is_file() {
+        std::fs::copy(base, &cfg).with_context(|| format!("copy base config {base}"))?;
+        to_stderr(cmd!(
+            sh,
+            "make -s {o_arg} ARCH=x86_64 {tool...} olddefconfig"
+        ))?;
+    } else {
+        to_stderr(cmd!(sh, "make -s {o_arg} ARCH=x86_64 {tool...} {base}"))?;
+    }
+    let frags = spec.fragment_paths();
+    let merge = frags.clone();
+    to_stderr(cmd!(
+        sh,
+        "scripts/kconfig/merge_config.sh -m -O {o} {cfg} {merge...}"
+    ))?;
+    to_stderr(cmd!(
+        sh,
+        "make -s {o_arg} ARCH=x86_64 {tool...} olddefconfig"
+    ))?;
+    check_fragments(&cfg, &frags)?;
+    Ok(cfg)
+}
+
+/// Runs `c` with its output (kconfig's merge chatter) on stderr, so stdout holds only results.
+fn to_stderr(c: xshell::Cmd<'_>) -> Result<()> {
+    let shown = c.to_string();
+    let out = c.quiet().ignore_status().output()?;
+    eprintln!("$ {shown}");
+    eprint!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        anyhow::bail!("`{shown}` failed: {}", out.status);
+    }
+    Ok(())
+}
+
+/// What the fragments ask for, merged as merge_config.sh merges them (a later fragment's line
+/// for an option replaces an earlier one), must be in the final config: olddefconfig drops
+/// options whose dependencies are unmet, silently (the way Alpine lost BTF: DWARF5 with no or
+/// too old pahole drops DEBUG_INFO_BTF). A [`Dropped`] error names every option and its fragment.
 fn check_fragments(cfg: &Path, frags: &[PathBuf]) -> Result<()> {
-    let have = std::fs::read_to_string(cfg)?;
-    let mut missing = Vec::new();
+    let have = std::fs::read_to_string(cfg).with_context(|| format!("read {}", cfg.display()))?;
+    // (option, line, fragment), the last fragment's line per option.
+    let mut want: Vec<(String, String, &Path)> = Vec::new();
     for f in frags {
-        for line in std::fs::read_to_string(f)?.lines() {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("read fragment {}", f.display()))?;
+        for line in text.lines() {
             let l = line.trim();
-            if l.starts_with("CONFIG_") && !have.lines().any(|h| h.trim() == l) {
-                missing.push(format!("{}: {l}", f.display()));
-            }
-            // "# CONFIG_X is not set": X must not be on (absent is fine: its menu may be hidden).
-            if let Some(name) = l
-                .strip_prefix("# ")
-                .and_then(|r| r.strip_suffix(" is not set"))
-            {
-                if have
-                    .lines()
-                    .any(|h| h.starts_with(&format!("{name}=")) && !h.ends_with("=n"))
-                {
-                    missing.push(format!("{}: {l} (but it is on)", f.display()));
-                }
+            let name = if l.starts_with("CONFIG_") {
+                l.split('=').next()
+            } else {
+                l.strip_prefix("# ")
+                    .and_then(|r| r.strip_suffix(" is not set"))
+            };
+            if let Some(name) = name {
+                want.retain(|(n, _, _)| n != name);
+                want.push((name.to_string(), l.to_string(), f));
             }
         }
     }
-    if !missing.is_empty() {
-        bail!(
-            "config options not in the final .config:\n  {}",
-            missing.join("\n  ")
-        );
+    let mut missing = Vec::new();
+    for (name, l, f) in &want {
+        if l.starts_with("CONFIG_") {
+            if !have.lines().any(|h| h.trim() == l) {
+                missing.push(format!("{}: {l}", f.display()));
+            }
+        } else if have
+            .lines()
+            .any(|h| h.starts_with(&format!("{name}=")) && !h.ends_with("=n"))
+        {
+            // "# CONFIG_X is not set": X must not be on (absent is fine: its menu may be hidden).
+            missing.push(format!("{}: {l} (but it is on)", f.display()));
+        }
     }
-    Ok(())
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut msg = format!(
+        "olddefconfig dropped options the fragments ask for (unmet dependencies); not in {}:\n  {}",
+        cfg.display(),
+        missing.join("\n  ")
+    );
+    if missing.iter().any(|m| m.contains("CONFIG_DEBUG_INFO_BTF")) {
+        // What DEBUG_INFO_BTF depends on (lib/Kconfig.debug): with DWARF5, PAHOLE_VERSION >= 121.
+        let facts: Vec<&str> = have
+            .lines()
+            .filter(|h| {
+                h.starts_with("CONFIG_PAHOLE_VERSION=")
+                    || (h.starts_with("CONFIG_DEBUG_INFO_DWARF") && h.ends_with("=y"))
+                    || h.starts_with("CONFIG_DEBUG_INFO_NONE=")
+            })
+            .collect();
+        msg.push_str(&format!(
+            "\nthe final .config has {} (DEBUG_INFO_BTF needs pahole >= 1.21 under DWARF5, \
+             split module BTF pahole >= 1.19; PAHOLE_VERSION=0 is no pahole)",
+            facts.join(", ")
+        ));
+    }
+    Err(Dropped(msg).into())
 }
 
 /// The unpacked source tree: the directory itself, or a tarball unpacked once into the cache.
@@ -274,4 +406,58 @@ fn signing_key() -> Result<SigningKey> {
     std::fs::create_dir_all(&trusted)?;
     std::fs::write(trusted.join(KEY_NAME), key.public_pem())?;
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(config: &str, frags: &[&str]) -> Result<()> {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join(".config");
+        std::fs::write(&cfg, config).unwrap();
+        let paths: Vec<PathBuf> = frags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let p = d.path().join(format!("{i}.config"));
+                std::fs::write(&p, t).unwrap();
+                p
+            })
+            .collect();
+        check_fragments(&cfg, &paths)
+    }
+
+    #[test]
+    fn every_fragment_option_must_survive() {
+        let frag = "CONFIG_BPF=y\nCONFIG_DEBUG_INFO_BTF=y\n# CONFIG_FOO is not set\n";
+        check("CONFIG_BPF=y\nCONFIG_DEBUG_INFO_BTF=y\n", &[frag]).unwrap();
+        let e = check(
+            "CONFIG_BPF=y\nCONFIG_PAHOLE_VERSION=120\nCONFIG_DEBUG_INFO_DWARF5=y\nCONFIG_FOO=y\n",
+            &[frag],
+        )
+        .unwrap_err();
+        assert!(e.downcast_ref::<Dropped>().is_some(), "{e:#}");
+        let e = format!("{e:#}");
+        assert!(e.contains("0.config: CONFIG_DEBUG_INFO_BTF=y"), "{e}");
+        assert!(e.contains("# CONFIG_FOO is not set (but it is on)"), "{e}");
+        assert!(
+            e.contains("CONFIG_PAHOLE_VERSION=120, CONFIG_DEBUG_INFO_DWARF5=y"),
+            "{e}"
+        );
+        assert!(!e.contains("CONFIG_BPF=y"), "{e}");
+    }
+
+    #[test]
+    fn a_later_fragment_overrides_an_earlier_one() {
+        let switch = "CONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT=y\n";
+        let dwarf5 =
+            "CONFIG_DEBUG_INFO_DWARF5=y\n# CONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT is not set\n";
+        check("CONFIG_DEBUG_INFO_DWARF5=y\n", &[switch, dwarf5]).unwrap();
+        let e = check("CONFIG_DEBUG_INFO_DWARF5=y\n", &[dwarf5, switch]).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("CONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT=y"),
+            "{e:#}"
+        );
+    }
 }

@@ -123,7 +123,7 @@ fn main() -> ExitCode {
         Cmd::Fetch { source } => fetch::run(source).map(|_| 0),
         Cmd::Test { args } => test::run(&args),
         Cmd::Setup => test::setup().map(|_| 0),
-        Cmd::Build(a) => build::run(a).map(|_| 0),
+        Cmd::Build(a) => build::run(a),
         Cmd::Bench { what } => bench::run(what).map(|_| 0),
     };
     match result {

@@ -482,6 +482,84 @@ fn fetch_alpine_cli() -> R {
     Ok(())
 }
 
+/// The Linux source `cargo xtask build` configures by default.
+const LINUX_SOURCE: &str = "/usr/src/linux-source-6.1.tar.xz";
+
+/// What the configure trial needs: the Linux source tarball and a pahole on PATH.
+fn configure_needs() -> Result<PathBuf, String> {
+    if !Path::new(LINUX_SOURCE).is_file() {
+        return Err(format!(
+            "{LINUX_SOURCE} is absent (`cargo xtask test` installs linux-source-6.1 when it builds the kernel targets)"
+        ));
+    }
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("pahole"))
+                .find(|p| p.is_file())
+        })
+        .ok_or_else(|| "no pahole on PATH (Debian package dwarves)".to_string())
+}
+
+/// A config refresh that silently drops BTF is refused, naming the option: with DWARF5,
+/// lib/Kconfig.debug makes DEBUG_INFO_BTF depend on PAHOLE_VERSION >= 121, so an old pahole
+/// (a script printing v1.20) or none makes olddefconfig drop it (how Alpine lost BTF). The
+/// same configure with the host's pahole keeps BTF under DWARF5, and the old pahole keeps it
+/// without DWARF5 (so the refusal is the DWARF5 dependency, not the fake pahole).
+fn configure_refuses_dropped_btf() -> R {
+    let tmp = tempfile::tempdir()?;
+    let old = tmp.path().join("pahole");
+    std::fs::write(&old, "#!/bin/sh\necho v1.20\n")?;
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let old = old.to_string_lossy().into_owned();
+    let configure = |n: usize, extra: &[&str]| {
+        let out = tmp.path().join(format!("o{n}"));
+        let out = out.to_string_lossy().into_owned();
+        let mut a = vec!["build", "--configure-only", "--out", &out];
+        a.extend_from_slice(extra);
+        xtask(&a)
+    };
+    let dwarf5 = ["--override", "dwarf5.config"];
+    for (n, pahole, version) in [(1, old.as_str(), "120"), (2, "/nonexistent/pahole", "0")] {
+        let o = configure(n, &[&dwarf5[..], &["--pahole", pahole]].concat());
+        expect(&o, 1, &format!("configure with DWARF5 and pahole {pahole}"))?;
+        contains(
+            &text(&o.stderr),
+            &[
+                "btf.config: CONFIG_DEBUG_INFO_BTF=y",
+                &format!("CONFIG_PAHOLE_VERSION={version}, CONFIG_DEBUG_INFO_DWARF5=y"),
+            ],
+            "stderr",
+        )?;
+    }
+    // The controls: each leaves a .config with BTF on; its path is all of stdout.
+    for (n, args, dwarf) in [
+        (3, dwarf5.to_vec(), "CONFIG_DEBUG_INFO_DWARF5=y"),
+        (
+            4,
+            vec!["--pahole", old.as_str()],
+            "CONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT=y",
+        ),
+    ] {
+        let o = configure(n, &args);
+        expect(&o, 0, &format!("configure {}", args.join(" ")))?;
+        let path = text(&o.stdout);
+        let cfg = std::fs::read_to_string(path.trim())
+            .map_err(|e| format!("stdout {path:?} is not the .config: {e}"))?;
+        let lines: Vec<&str> = cfg.lines().collect();
+        for want in [
+            "CONFIG_DEBUG_INFO_BTF=y",
+            "CONFIG_DEBUG_INFO_BTF_MODULES=y",
+            dwarf,
+        ] {
+            if !lines.contains(&want) {
+                return Err(format!("configure {}: {want} not in {path}", args.join(" ")).into());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let mut trials = vec![
@@ -517,6 +595,13 @@ fn main() -> std::process::ExitCode {
             both("tiny-btf", "tiny-nobtf"),
         ),
     ];
+    trials.push(needs(
+        Trial::test(
+            "build::configure_refuses_dropped_btf",
+            configure_refuses_dropped_btf,
+        ),
+        &configure_needs(),
+    ));
     trials.push(needs(
         Trial::test("fetch::alpine_list_and_exit_codes", fetch_alpine_cli),
         &harness::fixtures::alpine_dir(),
