@@ -41,7 +41,7 @@ pub fn resolve(spec: &str, mirror: &MirrorArgs, read: &ReadOptions) -> Result<Re
             .map_err(|e| harness::Error::bad(&dir.join("targets.yaml"), "resolve target", e))?;
         let opts = targets::read_options(&suite.targets, name);
         let path = pkg
-            .materialize(&opts)
+            .materialize()
             .map_err(|e| anyhow::anyhow!("target {name}: {e}"))?;
         return Ok(Resolved { path, read: opts });
     }

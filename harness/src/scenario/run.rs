@@ -31,7 +31,7 @@ impl Kernels {
         };
         cell.get_or_init(|| {
             let opts = targets::read_options(&suite.targets, target);
-            let pkg = targets::resolve(&suite.targets, target)?.materialize(&opts)?;
+            let pkg = targets::resolve(&suite.targets, target)?.materialize()?;
             Kernel::load(&pkg, &opts)
                 .map(Arc::new)
                 .map_err(|e| e.to_string())

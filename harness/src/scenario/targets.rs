@@ -13,9 +13,17 @@ pub enum Package {
     File(PathBuf),
     /// Kernel image and config of `boot`, modules of `modules`.
     Mix {
-        boot: PathBuf,
-        modules: PathBuf,
+        boot: Part,
+        modules: Part,
     },
+}
+
+/// One part of a mix: a package file and the options it is read with (its own target's: a
+/// built package trusts the build key, a fetched one the system's keys).
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub path: PathBuf,
+    pub read: ReadOptions,
 }
 
 /// The host distribution family (`/etc/os-release` ID and ID_LIKE).
@@ -49,6 +57,11 @@ fn fetched(name: &str, how: &str) -> Result<PathBuf, String> {
 
 /// Resolves target `name`, or says why it cannot run on this machine.
 pub fn resolve(targets: &TargetsFile, name: &str) -> Result<Package, String> {
+    resolve_in(targets, name, &cache_dir())
+}
+
+/// [`resolve`] with built packages looked up in the cache `cache`.
+fn resolve_in(targets: &TargetsFile, name: &str, cache: &Path) -> Result<Package, String> {
     let t = targets
         .targets
         .get(name)
@@ -74,12 +87,11 @@ pub fn resolve(targets: &TargetsFile, name: &str) -> Result<Package, String> {
             }
         }
         Source::Build(spec) | Source::BuildUnstripped(spec) => {
-            let out = spec.outputs()?;
+            let out = spec.outputs_in(cache)?;
             if !out.complete() {
                 return Err(format!(
-                    "target {name}: not built yet (cargo xtask build --flavor {} --btf {}; `cargo xtask test` builds every build target)",
-                    spec.flavor,
-                    if spec.btf { "on" } else { "off" }
+                    "target {name}: not built yet ({}; `cargo xtask test` builds every build target)",
+                    build_command(spec)
                 ));
             }
             Ok(Package::File(if matches!(t.source, Source::Build(_)) {
@@ -89,8 +101,11 @@ pub fn resolve(targets: &TargetsFile, name: &str) -> Result<Package, String> {
             }))
         }
         Source::Mix(mix) => {
-            let one = |n: &str| match resolve(targets, n)? {
-                Package::File(p) => Ok(p),
+            let one = |n: &str| match resolve_in(targets, n, cache)? {
+                Package::File(path) => Ok(Part {
+                    path,
+                    read: read_options(targets, n),
+                }),
                 Package::Mix { .. } => Err(format!(
                     "target {name}: a mix cannot take parts from another mix ({n})"
                 )),
@@ -103,7 +118,26 @@ pub fn resolve(targets: &TargetsFile, name: &str) -> Result<Package, String> {
     }
 }
 
-/// Read options for a target: built packages are signed with btfgate's build key.
+/// The `cargo xtask build` command line that builds `spec`.
+fn build_command(spec: &crate::build::BuildSpec) -> String {
+    let mut c = format!("cargo xtask build --base {}", spec.base);
+    for f in &spec.fragments {
+        c.push_str(&format!(" --fragment {}", f.display()));
+    }
+    c.push_str(if spec.btf { " --btf on" } else { " --btf off" });
+    for f in &spec.overrides {
+        c.push_str(&format!(" --override {}", f.display()));
+    }
+    c.push_str(&format!(" --flavor {}", spec.flavor));
+    if spec.source != Path::new("/usr/src/linux-source-6.1.tar.xz") {
+        c.push_str(&format!(" --source {}", spec.source.display()));
+    }
+    c
+}
+
+/// Read options for a target: built packages are signed with btfgate's build key. A mix is
+/// read as the directory [`Package::materialize`] assembles (each part was read with its own
+/// options, [`Part::read`]), so it takes the defaults.
 pub fn read_options(targets: &TargetsFile, name: &str) -> ReadOptions {
     match targets.targets.get(name).map(|t| &t.source) {
         Some(Source::Build(_) | Source::BuildUnstripped(_)) => ReadOptions {
@@ -115,14 +149,15 @@ pub fn read_options(targets: &TargetsFile, name: &str) -> ReadOptions {
 }
 
 impl Package {
-    /// The path to read: the package itself, or the mix assembled once into the cache.
-    pub fn materialize(&self, opts: &ReadOptions) -> Result<PathBuf, String> {
+    /// The path to read: the package itself, or the mix assembled once into the cache (each
+    /// part extracted with its own read options).
+    pub fn materialize(&self) -> Result<PathBuf, String> {
         match self {
             Package::File(p) => Ok(p.clone()),
             Package::Mix { boot, modules } => {
                 use sha2::{Digest, Sha256};
                 let key = hex::encode(Sha256::digest(
-                    format!("{}\n{}", boot.display(), modules.display()).as_bytes(),
+                    format!("{}\n{}", boot.path.display(), modules.path.display()).as_bytes(),
                 ));
                 let dir = cache_dir().join("mix").join(&key[..24]);
                 if dir.join(".complete").is_file() {
@@ -138,10 +173,15 @@ impl Package {
                 let in_boot = |p: &Path| p.starts_with("boot");
                 let in_mods =
                     |p: &Path| p.starts_with("lib/modules") || p.starts_with("usr/lib/modules");
-                crate::package::extract::extract(boot, opts, tmp.path(), &in_boot)
+                crate::package::extract::extract(&boot.path, &boot.read, tmp.path(), &in_boot)
                     .map_err(|e| e.to_string())?;
-                crate::package::extract::extract(modules, opts, tmp.path(), &in_mods)
-                    .map_err(|e| e.to_string())?;
+                crate::package::extract::extract(
+                    &modules.path,
+                    &modules.read,
+                    tmp.path(),
+                    &in_mods,
+                )
+                .map_err(|e| e.to_string())?;
                 std::fs::write(tmp.path().join(".complete"), b"").map_err(|e| e.to_string())?;
                 let kept = tmp.keep();
                 let _ = std::fs::remove_dir_all(&dir);
@@ -150,5 +190,103 @@ impl Package {
                 Ok(dir)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::load::parse_targets;
+
+    /// A targets file with two builds (of the tarball `source`), a file target and mixes of them.
+    fn targets(source: &Path, file: &Path) -> TargetsFile {
+        let (s, f) = (source.display(), file.display());
+        let text = format!(
+            "targets:
+  a:
+    source:
+      build: {{ source: {s}, fragments: [common.config], btf: true, flavor: a }}
+  b:
+    source:
+      build: {{ source: {s}, fragments: [common.config, core.config], btf: true, flavor: b }}
+  f:
+    source:
+      file: {f}
+  ab:
+    source:
+      mix: {{ boot: a, modules: b }}
+  fb:
+    source:
+      mix: {{ boot: f, modules: b }}
+  mm:
+    source:
+      mix: {{ boot: ab, modules: b }}
+"
+        );
+        parse_targets(Path::new("targets.yaml"), &text).unwrap()
+    }
+
+    /// Makes the outputs of build target `name` look complete in `cache`.
+    fn fake_build(t: &TargetsFile, name: &str, cache: &Path) -> PathBuf {
+        let Source::Build(spec) = &t.targets[name].source else {
+            panic!("{name} is not a build");
+        };
+        let out = spec.outputs_in(cache).unwrap();
+        std::fs::create_dir_all(&out.dir).unwrap();
+        for f in [&out.stripped, &out.unstripped, &out.record] {
+            std::fs::write(f, b"").unwrap();
+        }
+        out.stripped
+    }
+
+    /// (keys dir, allow untrusted) of `o`.
+    fn trust(o: &ReadOptions) -> (PathBuf, bool) {
+        (o.keys_dir.clone(), o.allow_untrusted)
+    }
+
+    fn build_trust() -> (PathBuf, bool) {
+        (crate::build::trusted_keys_dir(), false)
+    }
+
+    fn default_trust() -> (PathBuf, bool) {
+        trust(&ReadOptions::default())
+    }
+
+    #[test]
+    fn mix_of_two_builds_reads_each_with_the_build_key() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, file) = (d.path().join("linux.tar.xz"), d.path().join("f.apk"));
+        std::fs::write(&src, b"source").unwrap();
+        std::fs::write(&file, b"package").unwrap();
+        let t = targets(&src, &file);
+        let cache = d.path().join("cache");
+        let err = resolve_in(&t, "ab", &cache).unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "target a: not built yet (cargo xtask build --base tinyconfig --fragment common.config --btf on --flavor a --source {};",
+                src.display()
+            )),
+            "{err}"
+        );
+        let (a, b) = (fake_build(&t, "a", &cache), fake_build(&t, "b", &cache));
+        assert_ne!(a, b);
+        let Package::Mix { boot, modules } = resolve_in(&t, "ab", &cache).unwrap() else {
+            panic!("ab is not a mix");
+        };
+        assert_eq!((boot.path, modules.path), (a, b.clone()));
+        assert_eq!(trust(&boot.read), build_trust());
+        assert_eq!(trust(&modules.read), build_trust());
+        // A part that is not built keeps the default trust; the mix itself is a directory.
+        let Package::Mix { boot, modules } = resolve_in(&t, "fb", &cache).unwrap() else {
+            panic!("fb is not a mix");
+        };
+        assert_eq!((boot.path, trust(&boot.read)), (file, default_trust()));
+        assert_eq!((modules.path, trust(&modules.read)), (b, build_trust()));
+        assert_eq!(trust(&read_options(&t, "ab")), default_trust());
+        let err = resolve_in(&t, "mm", &cache).unwrap_err();
+        assert!(
+            err.contains("cannot take parts from another mix (ab)"),
+            "{err}"
+        );
     }
 }
