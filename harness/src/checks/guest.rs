@@ -308,8 +308,9 @@ pub fn judge_btf_modules(p: &Prepared, k: &Kernel, out: &str) -> Check {
         Check::fail(
             BTF_MODULES,
             format!(
-                "{} problem(s) loading modules or matching their BTF ({compared} compared)",
-                bad.max(1)
+                "{} problem(s) loading modules or matching their BTF ({compared} of {} modules proven to fit the running kernel)",
+                bad.max(1),
+                p.wanted.len()
             ),
         )
         .with_evidence(ev)
