@@ -146,6 +146,20 @@ fn hidden_sysfs_btf(f: Flavor) -> R {
     expect(&r, "guest.bpftrace", Status::Pass)
 }
 
+/// The real package's `boot/` and `dummy.ko` unpacked into a fresh directory `<name>-<flavour>`
+/// (a small package to mutate): the directory and the paths written, relative to it.
+fn boot_and_dummy(
+    f: Flavor,
+    name: &str,
+) -> Result<(std::path::PathBuf, Vec<std::path::PathBuf>), Failed> {
+    let dir = work().join(format!("{name}-{}", f.name()));
+    let keep = |p: &std::path::Path| {
+        p.starts_with("boot") || (p.starts_with("lib/modules") && p.ends_with("dummy.ko"))
+    };
+    let (_, written) = extract(&host_kernel(f)?, &ReadOptions::default(), &dir, &keep)?;
+    Ok((dir, written))
+}
+
 /// A module whose split BTF the kernel rejects (a name offset past every string table, what a
 /// module built against another vmlinux gives, FACTS.md §5), made from the real package's
 /// `dummy.ko` with its signature stripped so it still loads. Debian sets
@@ -153,11 +167,7 @@ fn hidden_sysfs_btf(f: Flavor) -> R {
 /// says `failed to validate module [dummy] BTF: -22`.
 fn rejected_module_btf(f: Flavor) -> R {
     let opts = ReadOptions::default();
-    let dir = work().join(format!("rejected-btf-package-{}", f.name()));
-    let keep = |p: &std::path::Path| {
-        p.starts_with("boot") || (p.starts_with("lib/modules") && p.ends_with("dummy.ko"))
-    };
-    let (_, written) = extract(&host_kernel(f)?, &opts, &dir, &keep)?;
+    let (dir, written) = boot_and_dummy(f, "rejected-btf-package")?;
     let ko = written
         .iter()
         .find(|p| p.ends_with("dummy.ko"))
@@ -230,11 +240,7 @@ fn headers_and_no_modules(f: Flavor) -> R {
 /// guest.core fails, while the kernel's own BTF checks still pass.
 fn core_field_missing(f: Flavor) -> R {
     let opts = ReadOptions::default();
-    let dir = work().join(format!("no-real-parent-{}", f.name()));
-    let keep = |p: &std::path::Path| {
-        p.starts_with("boot") || (p.starts_with("lib/modules") && p.ends_with("dummy.ko"))
-    };
-    let (_, written) = extract(&host_kernel(f)?, &opts, &dir, &keep)?;
+    let (dir, written) = boot_and_dummy(f, "no-real-parent")?;
     let img = written
         .iter()
         .find(|p| p.starts_with("boot") && p.to_string_lossy().contains("vmlinuz"))
