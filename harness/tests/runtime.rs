@@ -142,7 +142,7 @@ fn hidden_sysfs_btf(f: Flavor) -> R {
     expect(&r, "guest.btf_vmlinux", Status::Fail)?;
     expect(&r, "guest.bpftool", Status::Fail)?;
     expect(&r, "guest.core", Status::Fail)?;
-    // bpftrace loads kernel BTF through the bpf() syscall, not sysfs (FACTS.md §4): it still works.
+    // bpftrace loads kernel BTF through the bpf() syscall, not sysfs (measured here on both Debian kernels): it still works.
     expect(&r, "guest.bpftrace", Status::Pass)
 }
 
@@ -161,7 +161,7 @@ fn boot_and_dummy(
 }
 
 /// A module whose split BTF the kernel rejects (a name offset past every string table, what a
-/// module built against another vmlinux gives, FACTS.md §5), made from the real package's
+/// module built against another vmlinux gives), made from the real package's
 /// `dummy.ko` with its signature stripped so it still loads. Debian sets
 /// `MODULE_ALLOW_BTF_MISMATCH=y`: the module loads without `/sys/kernel/btf/dummy` and dmesg
 /// says `failed to validate module [dummy] BTF: -22`.

@@ -102,3 +102,49 @@ fn tidy_reports_what_is_wrong() {
     assert!(refs(&r[0].1).is_empty());
     assert_eq!(refs(&r[1].1), vec!["scenarios/static/no-btf.yaml"]);
 }
+
+/// Text files of the repository (sources, docs, scenarios, CI), skipping build output and git.
+fn repo_text_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if p.is_dir() {
+            if name != "target" && !name.starts_with('.') || name == ".ci" || name == ".config" {
+                repo_text_files(&p, out);
+            }
+        } else if ["rs", "md", "yaml", "yml", "toml", "sh"]
+            .iter()
+            .any(|x| name.ends_with(&format!(".{x}")))
+            || name == "run"
+        {
+            out.push(p);
+        }
+    }
+}
+
+/// The repository stands alone: no file cites the design notes it was built from (kept
+/// outside the repository), only what it relies on, in its own words.
+#[test]
+fn no_file_cites_documents_outside_the_repository() {
+    let banned = [
+        ["FACTS", ".md"].concat(),
+        ["DESIGN", ".md"].concat(),
+        ["FACTS", " Part"].concat(),
+        ["../shared", "/docs"].concat(),
+    ];
+    let mut files = Vec::new();
+    repo_text_files(root(), &mut files);
+    assert!(files.len() > 50, "only {} files found", files.len());
+    let hits: Vec<String> = files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            banned
+                .iter()
+                .filter(|b| text.contains(b.as_str()))
+                .map(|b| format!("{} cites {b}", f.display()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(hits.is_empty(), "{}", hits.join("\n"));
+}

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Exit codes (DESIGN.md): 0 all passed, 1 a check failed, 2 bad usage or input, 69 infrastructure.
+/// Exit codes: 0 all passed, 1 a check failed, 2 bad usage or input, 69 infrastructure.
 pub const EXIT_FAIL: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_INFRA: u8 = 69;

@@ -28,7 +28,7 @@ impl Status {
 /// The result of one check.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    /// Stable catalogue id (DESIGN.md), e.g. `vmlinux.btf`.
+    /// Stable catalogue id (README's check tables), e.g. `vmlinux.btf`.
     pub id: &'static str,
     pub status: Status,
     /// One line a person reads first.

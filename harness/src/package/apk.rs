@@ -1,6 +1,6 @@
 //! APK v2 packages: splits the gzip members, verifies signature and datahash, streams the data tar, and writes signed APKs.
 //!
-//! Layout (FACTS Part B §3): `[signature tar] + control tar + data tar`, each its own gzip
+//! Layout (APK v2, as apk-tools writes it): `[signature tar] + control tar + data tar`, each its own gzip
 //! member. The signature (`.SIGN.RSA.<keyid>`, RSA PKCS#1 v1.5) covers the exact compressed
 //! bytes of the control member; `.PKGINFO`'s `datahash` (hex SHA-256 of the exact compressed
 //! bytes of the data member) carries that trust to the data. Legacy packages without

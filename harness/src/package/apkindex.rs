@@ -1,6 +1,6 @@
 //! APKINDEX.tar.gz: verifies an Alpine repository index's signature, parses its entries, and writes signed indexes.
 //!
-//! Layout (FACTS Part B §3): two gzip members, `[signature tar] + [tar of DESCRIPTION and
+//! Layout (as apk-tools writes it): two gzip members, `[signature tar] + [tar of DESCRIPTION and
 //! APKINDEX]`; the signature (`.SIGN.RSA.<keyid>`, RSA PKCS#1 v1.5 over SHA-1) covers the exact
 //! compressed bytes of the second member, as for a package's control member. `APKINDEX` is
 //! text: blank-line separated records of `X:value` lines.
