@@ -1,12 +1,16 @@
 //! The one place that spawns processes: each child leads its own process group, every wait has
 //! a deadline, and the whole group is terminated (SIGTERM, grace, SIGKILL) on every path,
-//! including Drop, so nothing outlives its owner.
+//! including Drop, so nothing outlives its owner. Every live group is also registered, so an
+//! interrupt (SIGINT, SIGTERM, SIGHUP) kills them all before the program exits
+//! ([`exit_on_interrupt`]).
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -14,6 +18,55 @@ use nix::unistd::Pid;
 
 /// Grace between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(2);
+
+/// Process groups started here and not yet killed and reaped: group id → program.
+static LIVE: Mutex<BTreeMap<i32, String>> = Mutex::new(BTreeMap::new());
+
+fn live() -> std::sync::MutexGuard<'static, BTreeMap<i32, String>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// SIGKILLs every process group this process started that is still registered; returns their
+/// programs. The interrupt path: QEMU needs no graceful shutdown, and waiting here would make
+/// a second Ctrl-C necessary.
+pub fn kill_all() -> Vec<String> {
+    let groups = live().clone();
+    for pgid in groups.keys() {
+        let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+    }
+    groups.into_values().collect()
+}
+
+/// Installs the interrupt path for a program (`what` names it in the message): on SIGINT,
+/// SIGTERM or SIGHUP every process group it started is killed (QEMU, make, downloads), what was
+/// interrupted is printed, and the program exits 128 + the signal (130, 143, 129). The groups
+/// lead themselves, so a terminal's Ctrl-C does not reach them and without this they would
+/// outlive the program.
+pub fn exit_on_interrupt(what: &'static str) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("btfgate-interrupt".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let name = match sig {
+                    SIGINT => "SIGINT",
+                    SIGTERM => "SIGTERM",
+                    _ => "SIGHUP",
+                };
+                let killed = kill_all();
+                eprintln!(
+                    "\n{what}: interrupted by {name}: killed {} process group(s){}{}",
+                    killed.len(),
+                    if killed.is_empty() { "" } else { ": " },
+                    killed.join(", ")
+                );
+                // Every child group is gone; nothing left to drop that could outlive us.
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
+}
 
 /// Where a child's output goes.
 pub enum Output<'a> {
@@ -94,10 +147,14 @@ impl Process {
             })
             .stdout(redirect(&stdout, &name)?)
             .stderr(redirect(&stderr, &name)?);
+        // Registered before it starts, so an interrupt during the spawn still finds it.
+        let mut reg = live();
         let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
             program: name.clone(),
             source,
         })?;
+        reg.insert(child.id() as i32, name.clone());
+        drop(reg);
         Ok(Process {
             child,
             program: name,
@@ -176,6 +233,7 @@ impl Process {
         if self.reaped.is_none() {
             self.reaped = self.child.wait().ok();
         }
+        live().remove(&pgid.as_raw());
     }
 }
 

@@ -356,6 +356,7 @@ fn kvm_probe_falls_back(f: Flavor) -> R {
 }
 
 fn main() -> std::process::ExitCode {
+    harness::process::exit_on_interrupt("runtime tests").expect("install the interrupt handler");
     let mut args = Arguments::from_args();
     // One VM at a time: a TCG guest keeps a host core busy, and the deadlines assume the host
     // is not shared with another guest.

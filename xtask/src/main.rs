@@ -110,6 +110,11 @@ impl CheckOpts {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = harness::process::exit_on_interrupt("cargo xtask") {
+        eprintln!(
+            "warning: cannot handle interrupts ({e}): an interrupted run may leave QEMU behind"
+        );
+    }
     let result = match cli.cmd {
         Cmd::Inspect { path, opts } => inspect::run(&[path], &opts),
         Cmd::Verify {

@@ -560,6 +560,122 @@ fn configure_refuses_dropped_btf() -> R {
     Ok(())
 }
 
+/// Children of `parent` whose command line contains `needle` (pid list).
+fn children_matching(parent: u32, needle: &str) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok()?.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid …: the fields after the last ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            ppid == Some(parent)
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                    .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Whether process `pid` still exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next())
+                .is_some_and(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// `cargo xtask verify` on the cloud kernel gets `sig` (to its own pid only, as a CI runner
+/// or `kill` sends it) `after` its QEMU started: it exits 128 + sig saying what it
+/// interrupted, and 2 s later no QEMU of it is left.
+fn interrupt(sig: nix::sys::signal::Signal, after: Duration) -> R {
+    use harness::process::{Output as Out, Process};
+    use std::time::Instant;
+    let pkg = host_kernel(Flavor::Cloud)?;
+    let err = tempfile::NamedTempFile::new()?;
+    let report = tempfile::tempdir()?;
+    let mut p = Process::spawn(
+        Path::new(env!("CARGO_BIN_EXE_xtask")),
+        [
+            "verify".as_ref(),
+            "--package".as_ref(),
+            pkg.as_os_str(),
+            "--accel".as_ref(),
+            "tcg".as_ref(),
+            "--report-dir".as_ref(),
+            report.path().as_os_str(),
+        ],
+        false,
+        Out::Null,
+        Out::File(err.path()),
+    )?;
+    let t0 = Instant::now();
+    let qemu = loop {
+        if let Some(q) = children_matching(p.pid(), "qemu-system").first() {
+            break *q;
+        }
+        if t0.elapsed() > Duration::from_secs(240) || p.try_status()?.is_some() {
+            return Err(format!(
+                "no QEMU of verify appeared: {}",
+                String::from_utf8_lossy(&std::fs::read(err.path())?)
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(after);
+    ensure_alive(qemu, "before the signal")?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid() as i32), sig)?;
+    let verdict = interrupted(&mut p, sig, qemu, err.path());
+    // A failing trial must not leave its QEMU behind either.
+    if alive(qemu) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(qemu as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    verdict
+}
+
+/// What `interrupt` checks once the signal is sent.
+fn interrupted(
+    p: &mut harness::process::Process,
+    sig: nix::sys::signal::Signal,
+    qemu: u32,
+    err: &Path,
+) -> R {
+    use std::time::Instant;
+    let status = p.wait_until(Instant::now() + Duration::from_secs(20))?;
+    let stderr = String::from_utf8_lossy(&std::fs::read(err)?).into_owned();
+    let want = 128 + sig as i32;
+    if status.code() != Some(want) {
+        return Err(format!("verify exited {status} after {sig}, not {want}: {stderr}").into());
+    }
+    if !stderr.contains(&format!("interrupted by {sig}")) || !stderr.contains("qemu-system") {
+        return Err(format!("verify does not say what it interrupted: {stderr}").into());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    if alive(qemu) {
+        return Err(format!("QEMU {qemu} still runs 2 s after verify got {sig}").into());
+    }
+    Ok(())
+}
+
+fn ensure_alive(pid: u32, when: &str) -> R {
+    if alive(pid) {
+        Ok(())
+    } else {
+        Err(format!("QEMU {pid} was gone {when}: the trial proves nothing").into())
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let mut trials = vec![
@@ -608,6 +724,45 @@ fn main() -> std::process::ExitCode {
     ));
     for (name, f, need) in cases {
         trials.push(needs(Trial::test(name, f), &need));
+    }
+    use nix::sys::signal::Signal;
+    let runtime = host_kernel(Flavor::Cloud).and_then(|p| {
+        let r = harness::image::Recipe::builtin("btf")?;
+        let m = harness::guest::missing_host_tools(&r);
+        if m.is_empty() {
+            Ok(p)
+        } else {
+            Err(format!(
+                "runtime tools missing: {m:?} (cargo xtask test installs them)"
+            ))
+        }
+    });
+    for (name, sig, after) in [
+        (
+            "interrupt::sigint_during_boot_leaves_no_qemu",
+            Signal::SIGINT,
+            1,
+        ),
+        (
+            "interrupt::sigterm_during_boot_leaves_no_qemu",
+            Signal::SIGTERM,
+            1,
+        ),
+        (
+            "interrupt::sigint_during_checks_leaves_no_qemu",
+            Signal::SIGINT,
+            10,
+        ),
+        (
+            "interrupt::sigterm_during_checks_leaves_no_qemu",
+            Signal::SIGTERM,
+            10,
+        ),
+    ] {
+        trials.push(needs(
+            Trial::test(name, move || interrupt(sig, Duration::from_secs(after))),
+            &runtime,
+        ));
     }
     for f in Flavor::ALL {
         let need = host_kernel(f);
