@@ -593,9 +593,10 @@ fn alive(pid: u32) -> bool {
 }
 
 /// `cargo xtask verify` on the cloud kernel gets `sig` (to its own pid only, as a CI runner
-/// or `kill` sends it) `after` its QEMU started: it exits 128 + sig saying what it
+/// or `kill` sends it) 1 s after its QEMU started (during boot), or once the transcript shows a
+/// guest check running (`during_checks`): it exits 128 + sig saying what it
 /// interrupted, and 2 s later no QEMU of it is left.
-fn interrupt(sig: nix::sys::signal::Signal, after: Duration) -> R {
+fn interrupt(sig: nix::sys::signal::Signal, during_checks: bool) -> R {
     use harness::process::{Output as Out, Process};
     use std::time::Instant;
     let pkg = host_kernel(Flavor::Cloud)?;
@@ -630,7 +631,21 @@ fn interrupt(sig: nix::sys::signal::Signal, after: Duration) -> R {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    std::thread::sleep(after);
+    if during_checks {
+        let transcript = transcript_of(qemu)?;
+        loop {
+            let t = std::fs::read_to_string(&transcript).unwrap_or_default();
+            if t.contains("[btfgate host] guest.") {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(300) || !alive(qemu) {
+                return Err(format!("no guest check started: {}", transcript.display()).into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    } else {
+        std::thread::sleep(Duration::from_secs(1));
+    }
     ensure_alive(qemu, "before the signal")?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid() as i32), sig)?;
     let verdict = interrupted(&mut p, sig, qemu, err.path());
@@ -666,6 +681,26 @@ fn interrupted(
         return Err(format!("QEMU {qemu} still runs 2 s after verify got {sig}").into());
     }
     Ok(())
+}
+
+/// The console transcript of the run whose QEMU is `pid`: `-name btfgate-<run dir>`, the run
+/// directory under the cache's `runs/`.
+fn transcript_of(pid: u32) -> Result<PathBuf, Failed> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let name = args
+        .iter()
+        .position(|a| a == "-name")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.strip_prefix("btfgate-"))
+        .ok_or("QEMU has no -name btfgate-…")?;
+    Ok(harness::fixtures::cache_dir()
+        .join("runs")
+        .join(name)
+        .join("console.log"))
 }
 
 fn ensure_alive(pid: u32, when: &str) -> R {
@@ -741,26 +776,26 @@ fn main() -> std::process::ExitCode {
         (
             "interrupt::sigint_during_boot_leaves_no_qemu",
             Signal::SIGINT,
-            1,
+            false,
         ),
         (
             "interrupt::sigterm_during_boot_leaves_no_qemu",
             Signal::SIGTERM,
-            1,
+            false,
         ),
         (
             "interrupt::sigint_during_checks_leaves_no_qemu",
             Signal::SIGINT,
-            10,
+            true,
         ),
         (
             "interrupt::sigterm_during_checks_leaves_no_qemu",
             Signal::SIGTERM,
-            10,
+            true,
         ),
     ] {
         trials.push(needs(
-            Trial::test(name, move || interrupt(sig, Duration::from_secs(after))),
+            Trial::test(name, move || interrupt(sig, after)),
             &runtime,
         ));
     }
