@@ -88,12 +88,28 @@ impl Codec {
         })
     }
 
-    /// Decompresses a whole buffer.
-    pub fn decompress(self, data: &[u8], size_hint: usize) -> Result<Vec<u8>, String> {
-        let mut out = Vec::with_capacity(size_hint);
-        self.decoder(data)?
+    /// Decompresses a whole buffer, refusing output past `limit` bytes: the limit is checked
+    /// while the decoder streams, so a small bomb never expands in memory beyond it.
+    pub fn decompress(
+        self,
+        data: &[u8],
+        size_hint: usize,
+        limit: u64,
+    ) -> Result<Vec<u8>, Decompress> {
+        let mut out = Vec::with_capacity(size_hint.min(usize::try_from(limit).unwrap_or(0)));
+        self.decoder(data)
+            .map_err(Decompress::Failed)?
+            .take(limit.saturating_add(1))
             .read_to_end(&mut out)
-            .map_err(|e| format!("{} decompression failed: {e}", self.name()))?;
+            .map_err(|e| {
+                Decompress::Failed(format!("{} decompression failed: {e}", self.name()))
+            })?;
+        if out.len() as u64 > limit {
+            return Err(Decompress::TooLarge {
+                codec: self.name(),
+                limit,
+            });
+        }
         Ok(out)
     }
 
@@ -169,6 +185,27 @@ impl Write for CountingSink {
     }
 }
 
+/// Why a buffer did not decompress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decompress {
+    /// Corrupt data or an unsupported codec.
+    Failed(String),
+    /// The output ran past the limit (a decompression bomb, or not a kernel package).
+    TooLarge { codec: &'static str, limit: u64 },
+}
+
+impl std::fmt::Display for Decompress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decompress::Failed(e) => f.write_str(e),
+            Decompress::TooLarge { codec, limit } => write!(
+                f,
+                "{codec} data expands past the {limit}-byte limit (stopped there)"
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -198,7 +235,20 @@ mod tests {
             (lz4, Codec::Lz4),
         ] {
             assert_eq!(Codec::detect(&blob), codec);
-            assert_eq!(codec.decompress(&blob, 0).unwrap(), data, "{codec:?}");
+            assert_eq!(
+                codec.decompress(&blob, 0, 1 << 20).unwrap(),
+                data,
+                "{codec:?}"
+            );
+            // One byte under the output's size: refused while streaming, in every codec.
+            assert_eq!(
+                codec.decompress(&blob, 0, data.len() as u64 - 1),
+                Err(Decompress::TooLarge {
+                    codec: codec.name(),
+                    limit: data.len() as u64 - 1
+                }),
+                "{codec:?}"
+            );
             assert!(codec.compressed_len(&data).unwrap() < data.len() as u64);
         }
     }
@@ -206,8 +256,9 @@ mod tests {
     #[test]
     fn unsupported_codecs_say_so() {
         let err = Codec::detect(b"BZh91AY")
-            .decompress(b"BZh91AY", 0)
-            .unwrap_err();
+            .decompress(b"BZh91AY", 0, 1 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unsupported compression bzip2"), "{err}");
         assert_eq!(Codec::detect(&[0x5d, 0, 0, 0x80]), Codec::Lzma);
     }

@@ -701,6 +701,38 @@ fn garbage_input() -> R {
     Ok(())
 }
 
+/// A module that is a zstd bomb (a few hundred KB expanding past the module limit) is refused
+/// as bad input naming the package, the phase, the member and the limit, while it streams: the
+/// process grows by about the limit, not by what the bomb would expand to.
+fn module_bomb_refused() -> R {
+    use std::io::Write;
+    let d = tempfile::tempdir_in(work()).unwrap();
+    let m = d.path().join("lib/modules/6.1.0-x/kernel");
+    fs::create_dir_all(&m).unwrap();
+    let expands_to = harness::kernel::MAX_MODULE_ELF + (64 << 20);
+    let file = fs::File::create(m.join("bomb.ko.zst")).unwrap();
+    let mut enc = zstd::stream::write::Encoder::new(file, 1).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..(expands_to >> 20) {
+        enc.write_all(&zeros).unwrap();
+    }
+    enc.finish().unwrap();
+    let bomb_size = fs::metadata(m.join("bomb.ko.zst")).unwrap().len();
+    ensure!(bomb_size < 1 << 20, "the bomb is {bomb_size} bytes");
+    let e = Kernel::load(d.path(), &opts())
+        .err()
+        .ok_or("the bomb was accepted")?;
+    let text = e.to_string();
+    ensure!(
+        matches!(e, Error::BadInput { .. })
+            && text.contains("bomb.ko.zst")
+            && text.contains("decompress module")
+            && text.contains(&harness::kernel::MAX_MODULE_ELF.to_string()),
+        "{text}"
+    );
+    Ok(())
+}
+
 fn escaping_symlink_refused() -> R {
     let d = tempfile::tempdir_in(work()).unwrap();
     let m = d.path().join("lib/modules/6.1.0-x");
@@ -802,6 +834,10 @@ fn main() -> std::process::ExitCode {
         &both,
     ));
     trials.push(Trial::test("bad_input::garbage_and_apk_v3", garbage_input));
+    trials.push(Trial::test(
+        "bad_input::module_zstd_bomb_refused_while_streaming",
+        module_bomb_refused,
+    ));
     trials.push(Trial::test(
         "bad_input::escaping_symlink_refused",
         escaping_symlink_refused,

@@ -99,7 +99,7 @@ pub fn extract_vmlinux(image: &[u8]) -> Result<(Payload, Vec<u8>), String> {
     }
     let out = p
         .codec
-        .decompress(p.bytes(image), p.announced_size(image))
+        .decompress(p.bytes(image), p.announced_size(image), super::MAX_VMLINUX)
         .map_err(|e| format!("payload ({}): {e}", p.codec.name()))?;
     Ok((p, out))
 }
