@@ -186,24 +186,14 @@ impl Write for CountingSink {
 }
 
 /// Why a buffer did not decompress.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Decompress {
     /// Corrupt data or an unsupported codec.
+    #[error("{0}")]
     Failed(String),
     /// The output ran past the limit (a decompression bomb, or not a kernel package).
+    #[error("{codec} data expands past the {limit}-byte limit (stopped there)")]
     TooLarge { codec: &'static str, limit: u64 },
-}
-
-impl std::fmt::Display for Decompress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Decompress::Failed(e) => f.write_str(e),
-            Decompress::TooLarge { codec, limit } => write!(
-                f,
-                "{codec} data expands past the {limit}-byte limit (stopped there)"
-            ),
-        }
-    }
 }
 
 #[cfg(test)]

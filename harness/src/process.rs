@@ -26,17 +26,6 @@ fn live() -> std::sync::MutexGuard<'static, BTreeMap<i32, String>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// SIGKILLs every process group this process started that is still registered; returns their
-/// programs. The interrupt path: QEMU needs no graceful shutdown, and waiting here would make
-/// a second Ctrl-C necessary.
-pub fn kill_all() -> Vec<String> {
-    let groups = live().clone();
-    for pgid in groups.keys() {
-        let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
-    }
-    groups.into_values().collect()
-}
-
 /// Installs the interrupt path for a program (`what` names it in the message): on SIGINT,
 /// SIGTERM or SIGHUP every process group it started is killed (QEMU, make, downloads), what was
 /// interrupted is printed, and the program exits 128 + the signal (130, 143, 129). The groups
@@ -54,12 +43,21 @@ pub fn exit_on_interrupt(what: &'static str) -> std::io::Result<()> {
                     SIGTERM => "SIGTERM",
                     _ => "SIGHUP",
                 };
-                let killed = kill_all();
+                // The registry stays locked until exit: no group can start after the kill.
+                let reg = live();
+                for pgid in reg.keys() {
+                    let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+                }
+                let killed: Vec<&String> = reg.values().collect();
                 eprintln!(
                     "\n{what}: interrupted by {name}: killed {} process group(s){}{}",
                     killed.len(),
                     if killed.is_empty() { "" } else { ": " },
-                    killed.join(", ")
+                    killed
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 // Every child group is gone; nothing left to drop that could outlive us.
                 std::process::exit(128 + sig);
@@ -147,7 +145,8 @@ impl Process {
             })
             .stdout(redirect(&stdout, &name)?)
             .stderr(redirect(&stderr, &name)?);
-        // Registered before it starts, so an interrupt during the spawn still finds it.
+        // The registry is locked across the spawn, so an interrupt either kills this child
+        // (registered once started) or exits before it starts.
         let mut reg = live();
         let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
             program: name.clone(),

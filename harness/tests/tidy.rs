@@ -56,10 +56,21 @@ fn check_ref(r: &str) -> Option<String> {
         Err(e) => return Some(format!("{r}: {file}: {e}")),
     };
     let func = func?;
-    if text.contains(&format!("fn {func}(")) {
+    let def = format!("fn {func}(");
+    if !text.contains(&def) {
+        return Some(format!("{r}: {file} defines no fn {func}"));
+    }
+    // Defined is not enough: a unit test carries #[test], a trial body is named again where
+    // the trial is registered.
+    let unit_test =
+        text.contains(&format!("#[test]\n    {def}")) || text.contains(&format!("#[test]\n{def}"));
+    let uses = text.matches(func).count();
+    if unit_test || uses >= 2 {
         None
     } else {
-        Some(format!("{r}: {file} defines no fn {func}"))
+        Some(format!(
+            "{r}: fn {func} in {file} is never run (not a #[test], not registered as a trial)"
+        ))
     }
 }
 
@@ -96,6 +107,10 @@ fn tidy_reports_what_is_wrong() {
     assert!(check_ref("harness/tests/no_such_file.rs::x").is_some());
     assert!(check_ref("harness/tests/tidy.rs::no_such_function").is_some());
     assert!(check_ref("harness/tests/tidy.rs::check_ref").is_none());
+    assert!(check_ref("harness/tests/tidy.rs::tidy_reports_what_is_wrong").is_none());
+    // Defined once and never called nor marked #[test]: not a control.
+    let lone = ["harness/tests/tidy.rs::never", "_run"].concat();
+    assert!(check_ref(&lone).is_some());
     let table = "| `kconfig.btf` | proves | nothing named |\n| `vmlinux.btf` | p | `scenarios/static/no-btf.yaml` |";
     let r = rows(table);
     assert_eq!(r.len(), 2, "{r:?}");
@@ -109,7 +124,7 @@ fn repo_text_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         if p.is_dir() {
-            if name != "target" && !name.starts_with('.') || name == ".ci" || name == ".config" {
+            if (name != "target" && !name.starts_with('.')) || name == ".ci" || name == ".config" {
                 repo_text_files(&p, out);
             }
         } else if ["rs", "md", "yaml", "yml", "toml", "sh"]
@@ -148,3 +163,6 @@ fn no_file_cites_documents_outside_the_repository() {
         .collect();
     assert!(hits.is_empty(), "{}", hits.join("\n"));
 }
+
+#[allow(dead_code)]
+fn never_run() {}

@@ -164,7 +164,7 @@ const MODULES_END: &str = "BTFGATE_MODULES_END";
 
 fn btf_modules(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
     let p = r.prep;
-    if p.wanted.is_empty() && p.missing.is_empty() {
+    if p.load_order.is_empty() {
         return Ok(judge_btf_modules(r.prep, r.k, ""));
     }
     let order = p.load_order.join(" ");
@@ -401,12 +401,12 @@ pub fn judge_bpftrace(probe: &ModuleProbe, loaded: bool, fired: &str, out: &str)
         ));
     }
     let probes = lines_with(out, "HEADERS [");
-    let present: Vec<&str> = probes
+    let read: Vec<&str> = probes
         .iter()
-        .filter_map(|l| l.strip_prefix("HEADERS [")?.strip_suffix(']'))
-        .flat_map(str::split_whitespace)
+        .filter_map(|l| l.strip_prefix("HEADERS [")?.trim_end().strip_suffix(']'))
         .collect();
-    if probes.len() != 2 {
+    let present: Vec<&str> = read.iter().flat_map(|l| l.split_whitespace()).collect();
+    if probes.len() != 2 || read.len() != 2 {
         bad.push(format!(
             "the header probe ran {} time(s), not twice (before and after bpftrace): no headers is unproven",
             probes.len()
@@ -522,7 +522,7 @@ fn core(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
         // tracepoint links (bpftool link show), then exec a command only this run names.
         // `-v` turns on libbpf's debug output: the kernel BTF it loaded and each CO-RE
         // relocation it applied.
-        &format!("execsnoop -v > /tmp/es.out 2>/tmp/es.err & E=$!; i=0; while [ $i -lt 240 ] && kill -0 $E 2>/dev/null && [ $(bpftool link show 2>/dev/null | grep -c perf_event) -lt 2 ]; do sleep 0.25; i=$((i+1)); done; for j in 1 2 3 4 5; do /bin/true {t}; sleep 0.1; done; sleep 0.5; kill -INT $E 2>/dev/null; wait $E; echo \"CORE_RC $?\"; echo \"EVENTS $(grep -c ' {t}' /tmp/es.out)\"; grep -m2 ' {t}' /tmp/es.out; echo \"KBTF $(grep -m1 'libbpf: loading kernel BTF' /tmp/es.err)\"; echo \"RELOS $(grep -c 'relo #[0-9]*: patched insn' /tmp/es.err)\"; grep -m3 -E 'relo #[0-9]+: (matching candidate|patched insn)' /tmp/es.err; grep -m8 -E 'no matching targets|failed|[Ee]rror|[Ii]nvalid|BTF for CO-RE' /tmp/es.err /tmp/es.out; echo {CORE_END}"),
+        &format!("execsnoop -v > /tmp/es.out 2>/tmp/es.err & E=$!; i=0; while [ $i -lt 240 ] && kill -0 $E 2>/dev/null && [ $(bpftool link show 2>/dev/null | grep -c perf_event) -lt 2 ]; do sleep 0.25; i=$((i+1)); done; for j in 1 2 3 4 5; do /bin/true {t}; sleep 0.1; done; sleep 0.5; kill -INT $E 2>/dev/null; wait $E; echo \"CORE_RC $?\"; echo \"EVENTS $(grep -c ' {t}' /tmp/es.out)\"; grep -m2 ' {t}' /tmp/es.out; echo \"KBTF $(grep -m1 -E 'libbpf: (loading|loaded) kernel BTF' /tmp/es.err)\"; echo \"RELOS $(grep -c 'relo #[0-9]*: patched insn' /tmp/es.err)\"; grep -m3 -E 'relo #[0-9]+: (matching candidate|patched insn)' /tmp/es.err; grep -m8 -E 'no matching targets|failed|[Ee]rror|[Ii]nvalid|BTF for CO-RE' /tmp/es.err /tmp/es.out; echo {CORE_END}"),
         r.command,
     )?;
     Ok(judge_core(t, &out))
@@ -564,8 +564,12 @@ pub fn judge_core(token: &str, out: &str) -> Check {
             "no exec event of /bin/true {token} (the command this check ran)"
         )),
     }
+    // libbpf says `loading kernel BTF '<path>': 0` (1.x before 1.4) or `loaded kernel BTF from
+    // '<path>'` (later).
     match value("KBTF ").as_deref() {
-        Some(l) if l.ends_with(": 0") => ev.push(l.to_string()),
+        Some(l) if l.ends_with(": 0") || l.contains("loaded kernel BTF from") => {
+            ev.push(l.to_string())
+        }
         Some("") | None => bad.push("libbpf did not report loading the kernel's BTF".into()),
         Some(l) => bad.push(format!("libbpf could not load the kernel's BTF: {l}")),
     }
@@ -699,14 +703,19 @@ mod tests {
         let good = core_out();
         let c = judge_core(TOKEN, &good);
         assert_eq!(c.status, Status::Pass, "{c:?}");
+        let newer = good.replace(
+            "libbpf: loading kernel BTF '/sys/kernel/btf/vmlinux': 0",
+            "libbpf: loaded kernel BTF from '/sys/kernel/btf/vmlinux'",
+        );
+        assert_eq!(judge_core(TOKEN, &newer).status, Status::Pass);
         for (what, bad) in [
             ("exit status", good.replace("CORE_RC 0", "CORE_RC 1")),
             ("exec event", good.replace(TOKEN, "btfgateffffffffffff")),
             ("kernel BTF", good.replace("vmlinux': 0", "vmlinux': -2")),
             ("relocations", good.replace("RELOS 5", "RELOS 0")),
             ("end marker", good.replace(CORE_END, "")),
-            // The old check passed on any line starting with "true ".
-            ("another exec", good.replace(TOKEN, "other")),
+            // The token in a line, but no event counted for it.
+            ("event count", good.replace("EVENTS 5", "EVENTS 0")),
         ] {
             let c = judge_core(TOKEN, &bad);
             assert_eq!(c.status, Status::Fail, "{what}: {c:?}");

@@ -191,7 +191,12 @@ pub fn modules_btf(k: &Kernel) -> Check {
         return no_modules(MODULES_BTF);
     }
     let total = k.modules.len();
-    let bad: Vec<_> = k.modules.iter().filter(|m| m.btf_len.is_none()).collect();
+    // An empty `.BTF` (a header with no bytes) delivers nothing: it counts as missing.
+    let bad: Vec<_> = k
+        .modules
+        .iter()
+        .filter(|m| m.btf_len.unwrap_or(0) == 0)
+        .collect();
     let raw: u64 = k.modules.iter().filter_map(|m| m.btf_len).sum();
     if bad.is_empty() {
         let sizes = k.modules.iter().filter_map(|m| Some((m.btf_len?, m)));
@@ -229,6 +234,7 @@ pub fn modules_btf(k: &Kernel) -> Check {
                 "{}: .BTF is SHT_NOBITS (a section header with no data)",
                 m.path.display()
             ),
+            None if m.btf_len == Some(0) => format!("{}: empty .BTF", m.path.display()),
             None => format!("{}: no .BTF", m.path.display()),
         })))
     }

@@ -123,6 +123,19 @@ pub fn run(
         Expect::Fail => Status::Fail,
     };
     let mut problems = Vec::new();
+    // A failure expected of the guest proves something only if the guest ran: a kernel that
+    // never booted fails every guest check for a reason the scenario does not name.
+    if want == Status::Fail && c.boots() && c.guest_boot.is_none() {
+        if let Some(b) = results.iter().find(|r| r.id == crate::checks::guest::BOOT) {
+            if b.status != Status::Pass {
+                problems.push(format!(
+                    "{}: {target}: the guest did not boot ({}), so the expected failures prove nothing",
+                    sc.file.display(),
+                    b.detail
+                ));
+            }
+        }
+    }
     for (id, line) in c.listed() {
         let Some(r) = results.iter().find(|r| r.id == id) else {
             problems.push(format!("{}:{line}: {id}: no result", sc.file.display()));
