@@ -88,6 +88,23 @@ fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
     out.lines().filter(|l| l.starts_with(prefix)).collect()
 }
 
+/// The value of the first `KEY value` line the guest printed (`key` includes the space).
+fn value<'a>(out: &'a str, key: &str) -> Option<&'a str> {
+    out.lines().find_map(|l| l.strip_prefix(key)).map(str::trim)
+}
+
+/// The failure message when the guest's output of `phase` lacks its end marker: the command
+/// did not run to its end, so nothing it printed before proves anything.
+fn missing_end(out: &str, phase: &str, marker: &str) -> Option<String> {
+    (!out.lines().any(|l| l.trim() == marker))
+        .then(|| format!("phase {phase}: the guest's output ended before its end marker {marker}"))
+}
+
+/// Hashes the running kernel's BTF once into /tmp/btfvm.sha (guest.btf_modules and
+/// guest.btf_vmlinux both read it).
+const VMLINUX_SHA: &str =
+    "[ -s /tmp/btfvm.sha ] || sha256sum /sys/kernel/btf/vmlinux > /tmp/btfvm.sha";
+
 /// Runs before the checks: hides sysfs BTF for the control, then starts the bpftool dump in
 /// the background so that it overlaps with the module and bpftrace checks (its result is read
 /// by the bpftool check).
@@ -116,7 +133,7 @@ pub fn setup(r: &Runner<'_>, m: &mut Machine) -> Result<(), RunError> {
 fn btf_vmlinux(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
     let (_, out) = m.run(
         BTF_VMLINUX,
-        "if [ -e /sys/kernel/btf/vmlinux ]; then echo SIZE $(stat -c %s /sys/kernel/btf/vmlinux); [ -s /tmp/btfvm.sha ] || sha256sum /sys/kernel/btf/vmlinux > /tmp/btfvm.sha; cat /tmp/btfvm.sha; else echo MISSING; fi",
+        &format!("if [ -e /sys/kernel/btf/vmlinux ]; then echo SIZE $(stat -c %s /sys/kernel/btf/vmlinux); {VMLINUX_SHA}; cat /tmp/btfvm.sha; else echo MISSING; fi"),
         r.command,
     )?;
     if out.contains("MISSING") {
@@ -137,10 +154,7 @@ fn btf_vmlinux(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
         .find(|l| l.ends_with("/sys/kernel/btf/vmlinux"))
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or("");
-    let size = lines_with(&out, "SIZE ")
-        .first()
-        .map(|l| l[5..].trim().to_string())
-        .unwrap_or_default();
+    let size = value(&out, "SIZE ").unwrap_or_default();
     let ev = vec![
         format!("guest: {size} bytes sha256 {got}"),
         format!("static: {} bytes sha256 {want}", stat.bytes.len()),
@@ -171,7 +185,7 @@ fn btf_modules(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
     let wanted: Vec<&str> = p.wanted.iter().map(|(n, _)| n.as_str()).collect();
     // The running kernel's base BTF is hashed once (guest.btf_vmlinux reads the same file).
     let cmd = format!(
-        "for m in {order}; do modprobe $m >/tmp/mp.err 2>&1; echo \"MOD $m $? $(head -c 200 /tmp/mp.err)\"; done; if [ -e /sys/kernel/btf/vmlinux ]; then [ -s /tmp/btfvm.sha ] || sha256sum /sys/kernel/btf/vmlinux > /tmp/btfvm.sha; echo \"BASE $(cat /tmp/btfvm.sha)\"; else echo 'BASE none'; fi; for m in {}; do if [ -e /sys/kernel/btf/$m ]; then sha256sum /sys/kernel/btf/$m; else echo \"NOBTF $m\"; fi; done; echo {MODULES_END}",
+        "for m in {order}; do modprobe $m >/tmp/mp.err 2>&1; echo \"MOD $m $? $(head -c 200 /tmp/mp.err)\"; done; if [ -e /sys/kernel/btf/vmlinux ]; then {VMLINUX_SHA}; echo \"BASE $(cat /tmp/btfvm.sha)\"; else echo 'BASE none'; fi; for m in {}; do if [ -e /sys/kernel/btf/$m ]; then sha256sum /sys/kernel/btf/$m; else echo \"NOBTF $m\"; fi; done; echo {MODULES_END}",
         wanted.join(" ")
     );
     let (_, out) = m.run(BTF_MODULES, &cmd, r.command)?;
@@ -201,15 +215,9 @@ pub fn judge_btf_modules(p: &Prepared, k: &Kernel, out: &str) -> Check {
         )
         .with_evidence(ev);
     }
-    if !out.lines().any(|l| l.trim() == MODULES_END) {
+    if let Some(cut) = missing_end(out, BTF_MODULES, MODULES_END) {
         ev.extend(out.lines().rev().take(5).map(str::to_string));
-        return Check::fail(
-            BTF_MODULES,
-            format!(
-                "phase {BTF_MODULES}: the guest's output ended before its end marker {MODULES_END}"
-            ),
-        )
-        .with_evidence(ev);
+        return Check::fail(BTF_MODULES, cut).with_evidence(ev);
     }
     for l in lines_with(out, "MOD ") {
         let mut it = l.split_whitespace().skip(1);
@@ -219,13 +227,11 @@ pub fn judge_btf_modules(p: &Prepared, k: &Kernel, out: &str) -> Check {
             ev.push(format!("modprobe {name} failed: {l}"));
         }
     }
-    let base_guest = lines_with(out, "BASE ")
-        .first()
-        .and_then(|l| l[5..].split_whitespace().next())
-        .unwrap_or("none")
-        .to_string();
+    let base_guest = value(out, "BASE ")
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("none");
     let base_static = k.vmlinux_btf().map(|b| sha256_hex(&b.bytes));
-    let base_same = base_static.as_deref() == Some(base_guest.as_str());
+    let base_same = base_static.as_deref() == Some(base_guest);
     let mut compared = 0usize;
     for (name, want) in &p.wanted {
         let got = out
@@ -234,16 +240,16 @@ pub fn judge_btf_modules(p: &Prepared, k: &Kernel, out: &str) -> Check {
             .and_then(|l| l.split_whitespace().next());
         match (got, want) {
             (Some(g), Some(w)) if g == w => {
-                let fit = k.module(name).and_then(|m| m.base_fit.as_ref());
-                match fit {
-                    _ if !base_same => {
-                        bad += 1;
-                        ev.push(format!(
-                            "{name}: /sys/kernel/btf/{name} = .BTF of the .ko, but the running kernel's /sys/kernel/btf/vmlinux (sha256 {}) is not the package's .BTF ({}): cannot prove the module's BTF fits it",
-                            short(&base_guest),
-                            base_static.as_deref().map(short).unwrap_or("none")
-                        ));
-                    }
+                if !base_same {
+                    bad += 1;
+                    ev.push(format!(
+                        "{name}: /sys/kernel/btf/{name} = .BTF of the .ko, but the running kernel's /sys/kernel/btf/vmlinux (sha256 {}) is not the package's .BTF ({}): cannot prove the module's BTF fits it",
+                        short(base_guest),
+                        base_static.as_deref().map(short).unwrap_or("none")
+                    ));
+                    continue;
+                }
+                match k.module(name).and_then(|m| m.base_fit.as_ref()) {
                     Some(Ok(f)) if f.ok() && f.name_refs == 0 => {
                         bad += 1;
                         ev.push(format!("{name}: its .BTF refers to no name, so its fit with the running kernel's BTF is unproven"));
@@ -395,11 +401,7 @@ fn bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
 pub fn judge_bpftrace(probe: &ModuleProbe, loaded: bool, fired: &str, out: &str) -> Check {
     let mut ev = Vec::new();
     let mut bad = Vec::new();
-    if !out.lines().any(|l| l.trim() == BPFTRACE_END) {
-        bad.push(format!(
-            "phase {BPFTRACE}: the guest's output ended before its end marker {BPFTRACE_END}"
-        ));
-    }
+    bad.extend(missing_end(out, BPFTRACE, BPFTRACE_END));
     let probes = lines_with(out, "HEADERS [");
     let read: Vec<&str> = probes
         .iter()
@@ -422,10 +424,7 @@ pub fn judge_bpftrace(probe: &ModuleProbe, loaded: bool, fired: &str, out: &str)
     } else {
         ev.push("no kernel headers in the guest: /sys/kernel/kheaders.tar.xz, a kheaders module, /lib/modules/*/build, /lib/modules/*/source, /usr/src/*, /usr/include/linux all absent before and after".to_string());
     }
-    match lines_with(out, "SIZEOF ")
-        .first()
-        .and_then(|l| l[7..].trim().parse::<u64>().ok())
-    {
+    match value(out, "SIZEOF ").and_then(|v| v.parse::<u64>().ok()) {
         Some(n) if n > 0 => ev.push(format!(
             "sizeof(struct task_struct) = {n} from BTF, no headers"
         )),
@@ -479,18 +478,9 @@ fn bpftool(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
         "wait $BPFTOOL_PID; echo \"BPFTOOL_RC $(cat /tmp/bpftool.rc)\"; echo \"TASK_STRUCT $(grep -c '^struct task_struct {' /tmp/vmlinux.h)\"; echo \"BYTES $(wc -c < /tmp/vmlinux.h)\"; head -c 300 /tmp/bpftool.err",
         r.command,
     )?;
-    let rc = lines_with(&out, "BPFTOOL_RC ")
-        .first()
-        .map(|l| l[11..].trim().to_string())
-        .unwrap_or_default();
-    let ts = lines_with(&out, "TASK_STRUCT ")
-        .first()
-        .map(|l| l[12..].trim().to_string())
-        .unwrap_or_default();
-    let bytes = lines_with(&out, "BYTES ")
-        .first()
-        .map(|l| l[6..].trim().to_string())
-        .unwrap_or_default();
+    let rc = value(&out, "BPFTOOL_RC ").unwrap_or_default();
+    let ts = value(&out, "TASK_STRUCT ").unwrap_or_default();
+    let bytes = value(&out, "BYTES ").unwrap_or_default();
     let ev: Vec<String> = out
         .lines()
         .filter(|l| !l.is_empty())
@@ -534,22 +524,13 @@ fn core(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
 pub fn judge_core(token: &str, out: &str) -> Check {
     let mut ev: Vec<String> = Vec::new();
     let mut bad: Vec<String> = Vec::new();
-    let value = |key: &str| {
-        lines_with(out, key)
-            .first()
-            .map(|l| l[key.len()..].trim().to_string())
-    };
-    if !out.lines().any(|l| l.trim() == CORE_END) {
-        bad.push(format!(
-            "phase {CORE}: the guest's output ended before its end marker {CORE_END}"
-        ));
-    }
-    match value("CORE_RC ").as_deref() {
+    bad.extend(missing_end(out, CORE, CORE_END));
+    match value(out, "CORE_RC ") {
         Some("0") => ev.push("execsnoop exited 0".into()),
         Some(rc) => bad.push(format!("execsnoop exited {rc}")),
         None => bad.push("execsnoop's exit status was not seen".into()),
     }
-    let events = value("EVENTS ")
+    let events = value(out, "EVENTS ")
         .and_then(|n| n.parse::<u32>().ok())
         .unwrap_or(0);
     let event_line = out
@@ -566,14 +547,14 @@ pub fn judge_core(token: &str, out: &str) -> Check {
     }
     // libbpf says `loading kernel BTF '<path>': 0` (1.x before 1.4) or `loaded kernel BTF from
     // '<path>'` (later).
-    match value("KBTF ").as_deref() {
+    match value(out, "KBTF ") {
         Some(l) if l.ends_with(": 0") || l.contains("loaded kernel BTF from") => {
             ev.push(l.to_string())
         }
         Some("") | None => bad.push("libbpf did not report loading the kernel's BTF".into()),
         Some(l) => bad.push(format!("libbpf could not load the kernel's BTF: {l}")),
     }
-    let relos = value("RELOS ")
+    let relos = value(out, "RELOS ")
         .and_then(|n| n.parse::<u32>().ok())
         .unwrap_or(0);
     if relos > 0 {
@@ -627,17 +608,15 @@ fn dmesg(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
 /// guest.dmesg from the guest's output: the whole log was read (dmesg exited 0, more than zero
 /// lines, the end marker seen) and holds no BTF errors, WARN, BUG or Oops.
 pub fn judge_dmesg(out: &str) -> Check {
-    if !out.lines().any(|l| l.trim() == DMESG_END) {
-        return Check::fail(
-            DMESG,
-            format!("phase {DMESG}: the guest's output ended before its end marker {DMESG_END}: the log was not read"),
-        )
-        .with_evidence(out.lines().rev().take(5).map(str::to_string).collect());
+    if let Some(cut) = missing_end(out, DMESG, DMESG_END) {
+        return Check::fail(DMESG, format!("{cut}: the log was not read"))
+            .with_evidence(out.lines().rev().take(5).map(str::to_string).collect());
     }
-    let status = lines_with(out, "DMESG_RC ").first().map(|l| {
-        let mut it = l.split_whitespace();
+    // `DMESG_RC <rc> LINES <n>`
+    let status = value(out, "DMESG_RC ").map(|v| {
+        let mut it = v.split_whitespace();
         (
-            it.nth(1).unwrap_or("").to_string(),
+            it.next().unwrap_or("").to_string(),
             it.nth(1).and_then(|n| n.parse::<u64>().ok()),
         )
     });
