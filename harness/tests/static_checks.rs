@@ -313,58 +313,48 @@ fn vmlinux_without_task_struct(f: Flavor) -> R {
     Ok(())
 }
 
-fn module_without_btf(f: Flavor) -> R {
+/// The static checks of the subset package with module `name` changed by `change`.
+fn with_module_changed(f: Flavor, name: &str, change: impl FnOnce(&mut Vec<u8>)) -> Vec<Check> {
     let d = copy_subset(f);
-    mutate_file(&module(d.path(), "overlay"), |b| {
-        mutate::remove_btf(b).unwrap()
-    });
-    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
-    expect(&checks, "modules.btf", Status::Fail)?;
-    let c = check(&checks, "modules.btf");
-    ensure!(c.detail.starts_with("1 of "), "{}", c.detail);
+    mutate_file(&module(d.path(), name), change);
+    run_static(&Kernel::load(d.path(), &opts()).unwrap())
+}
+
+/// Check `id` failed and one of its evidence lines holds every needle.
+fn fails_naming(checks: &[Check], id: &str, needles: &[&str]) -> R {
+    expect(checks, id, Status::Fail)?;
+    let c = check(checks, id);
     ensure!(
-        c.evidence.iter().any(|e| e.contains("overlay.ko")),
-        "{:?}",
+        c.evidence
+            .iter()
+            .any(|e| needles.iter().all(|n| e.contains(n))),
+        "{id} names no {needles:?}: {} {:?}",
+        c.detail,
         c.evidence
     );
+    Ok(())
+}
+
+fn module_without_btf(f: Flavor) -> R {
+    let checks = with_module_changed(f, "overlay", |b| mutate::remove_btf(b).unwrap());
+    fails_naming(&checks, "modules.btf", &["overlay.ko"])?;
+    let c = check(&checks, "modules.btf");
+    ensure!(c.detail.starts_with("1 of "), "{}", c.detail);
     expect(&checks, "modules.stripped", Status::Pass)
 }
 
 fn module_with_debug_info(f: Flavor) -> R {
-    let d = copy_subset(f);
-    mutate_file(&module(d.path(), "dummy"), |b| {
-        mutate::add_debug_info(b).unwrap()
-    });
-    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
-    expect(&checks, "modules.stripped", Status::Fail)?;
-    let c = check(&checks, "modules.stripped");
-    ensure!(
-        c.evidence
-            .iter()
-            .any(|e| e.contains("dummy.ko") && e.contains(".debug_info")),
-        "{:?}",
-        c.evidence
-    );
+    let checks = with_module_changed(f, "dummy", |b| mutate::add_debug_info(b).unwrap());
+    fails_naming(&checks, "modules.stripped", &["dummy.ko", ".debug_info"])?;
     expect(&checks, "modules.btf", Status::Pass)
 }
 
 /// A module that cannot be parsed was not shown to be stripped, nor to have `.BTF`: both checks
 /// fail and name it (the other modules still pass).
 fn module_unreadable(f: Flavor) -> R {
-    let d = copy_subset(f);
-    mutate_file(&module(d.path(), "dummy"), |b| b.truncate(40));
-    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
+    let checks = with_module_changed(f, "dummy", |b| b.truncate(40));
     for id in ["modules.stripped", "modules.btf"] {
-        expect(&checks, id, Status::Fail)?;
-        let c = check(&checks, id);
-        ensure!(
-            c.evidence
-                .iter()
-                .any(|e| e.contains("dummy.ko") && e.contains("unreadable")),
-            "{id} does not name the unreadable module: {} {:?}",
-            c.detail,
-            c.evidence
-        );
+        fails_naming(&checks, id, &["dummy.ko", "unreadable"])?;
     }
     Ok(())
 }
@@ -382,20 +372,8 @@ fn vmlinux_btf_nobits(f: Flavor) -> R {
 
 /// A module whose `.BTF` is `SHT_NOBITS` fails modules.btf, named as such.
 fn module_btf_nobits(f: Flavor) -> R {
-    let d = copy_subset(f);
-    mutate_file(&module(d.path(), "vxlan"), |b| {
-        mutate::btf_to_nobits(b).unwrap()
-    });
-    let checks = run_static(&Kernel::load(d.path(), &opts()).unwrap());
-    expect(&checks, "modules.btf", Status::Fail)?;
-    let c = check(&checks, "modules.btf");
-    ensure!(
-        c.evidence
-            .iter()
-            .any(|e| e.contains("vxlan.ko") && e.contains("SHT_NOBITS")),
-        "{:?}",
-        c.evidence
-    );
+    let checks = with_module_changed(f, "vxlan", |b| mutate::btf_to_nobits(b).unwrap());
+    fails_naming(&checks, "modules.btf", &["vxlan.ko", "SHT_NOBITS"])?;
     expect(&checks, "modules.stripped", Status::Pass)
 }
 

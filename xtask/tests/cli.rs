@@ -562,21 +562,15 @@ fn configure_refuses_dropped_btf() -> R {
 
 /// Children of `parent` whose command line contains `needle` (pid list).
 fn children_matching(parent: u32, needle: &str) -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.filter_map(|e| e.ok()?.file_name().to_string_lossy().parse::<u32>().ok())
+    harness::guest::processes_matching(needle)
+        .into_iter()
         .filter(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             // pid (comm) state ppid …: the fields after the last ')'.
-            let ppid = stat
-                .rsplit_once(')')
+            stat.rsplit_once(')')
                 .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            ppid == Some(parent)
-                && std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                    .unwrap_or(false)
+                .and_then(|p| p.parse::<u32>().ok())
+                == Some(parent)
         })
         .collect()
 }
