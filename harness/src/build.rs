@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::fixtures::{cache_dir, workspace_root};
+use crate::paths::{cache_dir, workspace_root};
 
 /// Bumped when the build recipe changes in a way the key does not see.
 const RECIPE_VERSION: &str = "btfgate-build-1";

@@ -235,14 +235,7 @@ pub fn size_delta(old: u64, new: u64, max: Option<u64>) -> Check {
     }
 }
 
-/// A package name without its version-like parts: `linux-image-6.1.0-55-cloud-amd64` →
-/// `linux-image-cloud-amd64`, so Debian's ABI-versioned names of one flavour compare equal.
-pub fn flavour(name: &str) -> String {
-    name.split('-')
-        .filter(|part| !part.chars().next().is_some_and(|c| c.is_ascii_digit()))
-        .collect::<Vec<_>>()
-        .join("-")
-}
+pub use crate::report::flavour;
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use harness::checks::Check;
 use harness::fixtures::{junit_schema, needs, workspace_root};
-use harness::process::{run_capture, Output};
+use harness::process::{Cmd, Output};
 use harness::report::sample::{breakdown, passing, report};
 use harness::report::{junit, svg, Comparison, PackageReport, Row, Step, Unit};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -56,13 +56,11 @@ fn xmllint_check(doc: &str, schema: Option<&Path>) -> Result<(), String> {
         args.push(s.to_path_buf());
     }
     args.push(file.clone());
-    let (status, _) = run_capture(
-        &xmllint().map_err(|e| e.to_string())?,
-        &args,
-        Duration::from_secs(60),
-        Output::File(&log),
-    )
-    .map_err(|e| e.to_string())?;
+    let status = Cmd::new(xmllint()?, Duration::from_secs(60))
+        .args(&args)
+        .spawn(Output::Null, Output::File(&log))
+        .and_then(|mut p| p.wait_until(std::time::Instant::now() + Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
     let complaint = fs::read_to_string(&log).unwrap_or_default();
     if status.success() {
         Ok(())

@@ -355,6 +355,90 @@ fn kvm_probe_falls_back(f: Flavor) -> R {
     Ok(())
 }
 
+/// `cargo test` interrupted during a runtime trial: this test binary, run on one runtime trial
+/// (as cargo runs it, with its own temporary directory), gets `sig` once the trial's QEMU runs.
+/// It exits 128 + sig naming what it interrupted, and 2 s later neither its QEMU nor its
+/// temporary trial directory is left.
+fn interrupted_trial(sig: nix::sys::signal::Signal) -> R {
+    use harness::process::{Cmd, Output};
+    let exe = std::env::current_exe()?;
+    let tmp = tempfile::tempdir()?;
+    let err = tempfile::NamedTempFile::new()?;
+    let mut p = Cmd::new(&exe, Duration::from_secs(300))
+        .args(["runtime::all_guest_checks_pass::cloud", "--exact"])
+        .env("TMPDIR", tmp.path())
+        .spawn(Output::Null, Output::File(err.path()))?;
+    let stderr =
+        || String::from_utf8_lossy(&std::fs::read(err.path()).unwrap_or_default()).into_owned();
+    let t0 = Instant::now();
+    let qemu = loop {
+        let mine: Vec<u32> = guest::processes_matching("\0-name\0btfgate-")
+            .into_iter()
+            .filter(|q| parent_of(*q) == Some(p.pid()))
+            .collect();
+        if let Some(q) = mine.first() {
+            break *q;
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(240) && p.try_status()?.is_none(),
+            "the trial started no QEMU: {}",
+            stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let trial_dirs = std::fs::read_dir(tmp.path())?.count();
+    ensure!(
+        trial_dirs > 0,
+        "the trial made no temporary directory in its TMPDIR"
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid() as i32), sig)?;
+    let status = p.wait_until(Instant::now() + Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    let qemu_left = guest::processes_matching("qemu-system").contains(&qemu);
+    if qemu_left {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(qemu as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let status = status?;
+    let want = 128 + sig as i32;
+    ensure!(
+        status.code() == Some(want),
+        "the test binary exited {status} after {sig}, not {want}: {}",
+        stderr()
+    );
+    let said = stderr();
+    ensure!(
+        said.contains(&format!("interrupted by {sig}")) && said.contains("qemu-system"),
+        "the test binary does not say what it interrupted: {said}"
+    );
+    ensure!(
+        !qemu_left,
+        "QEMU {qemu} still runs 2 s after the test binary got {sig}"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    ensure!(
+        left.is_empty(),
+        "temporary files left after {sig}: {left:?}"
+    );
+    Ok(())
+}
+
+/// The parent pid of `pid`, from /proc.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 fn main() -> std::process::ExitCode {
     harness::process::exit_on_interrupt("runtime tests").expect("install the interrupt handler");
     let mut args = Arguments::from_args();
@@ -363,10 +447,8 @@ fn main() -> std::process::ExitCode {
     if args.test_threads.is_none() {
         args.test_threads = Some(1);
     }
-    let scratch = tempfile::Builder::new()
-        .prefix("btfgate-runtime-")
-        .tempdir()
-        .unwrap();
+    // Registered, so an interrupt removes it with the trials' logs.
+    let scratch = harness::scratch::tempdir_in(&std::env::temp_dir(), "btfgate-runtime-").unwrap();
     WORK.set(scratch.path().to_path_buf()).unwrap();
     let tools: Result<(), String> = Recipe::builtin("btf").and_then(|r| {
         let m = guest::missing_host_tools(&r);
@@ -421,6 +503,16 @@ fn main() -> std::process::ExitCode {
                 "runtime::kvm_probe_reports_its_choice",
                 kvm_probe_falls_back,
             ));
+            use nix::sys::signal::Signal;
+            for (name, sig) in [
+                ("interrupt::sigint_during_a_runtime_trial", Signal::SIGINT),
+                ("interrupt::sigterm_during_a_runtime_trial", Signal::SIGTERM),
+            ] {
+                trials.push(needs(
+                    Trial::test(name, move || interrupted_trial(sig)),
+                    &need,
+                ));
+            }
         }
     }
     let conclusion = libtest_mimic::run(&args, trials);

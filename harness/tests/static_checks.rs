@@ -384,17 +384,12 @@ fn module_btf_stripped_on_some(f: Flavor) -> R {
     let victims = ["overlay", "libcrc32c"];
     for v in victims {
         let ko = module(d.path(), v);
-        let (status, _) = harness::process::run_capture(
-            Path::new(OBJCOPY),
-            [
-                std::ffi::OsStr::new("--remove-section=.BTF"),
-                ko.as_os_str(),
-            ],
-            std::time::Duration::from_secs(60),
-            harness::process::Output::Null,
-        )
-        .map_err(|e| e.to_string())?;
-        ensure!(status.success(), "objcopy on {} failed", ko.display());
+        harness::process::Cmd::new(OBJCOPY, std::time::Duration::from_secs(60))
+            .arg("--remove-section=.BTF")
+            .arg(&ko)
+            .quiet()
+            .run()
+            .map_err(|e| format!("objcopy on {}: {e}", ko.display()))?;
         let s = elf::sections(&fs::read(&ko).unwrap())?;
         ensure!(s.btf.is_none() && !s.btf_nobits, "objcopy left .BTF in {v}");
     }
@@ -687,7 +682,7 @@ fn module_bomb_refused() -> R {
     let d = tempfile::tempdir_in(work()).unwrap();
     let m = d.path().join("lib/modules/6.1.0-x/kernel");
     fs::create_dir_all(&m).unwrap();
-    let expands_to = harness::kernel::MAX_MODULE_ELF + (64 << 20);
+    let expands_to = harness::limits::MODULE_ELF.max + (64 << 20);
     let file = fs::File::create(m.join("bomb.ko.zst")).unwrap();
     let mut enc = zstd::stream::write::Encoder::new(file, 1).unwrap();
     let zeros = vec![0u8; 1 << 20];
@@ -704,8 +699,9 @@ fn module_bomb_refused() -> R {
     ensure!(
         matches!(e, Error::BadInput { .. })
             && text.contains("bomb.ko.zst")
-            && text.contains("decompress module")
-            && text.contains(&harness::kernel::MAX_MODULE_ELF.to_string()),
+            && text.contains("read module")
+            && text.contains("harness::limits::MODULE_ELF")
+            && text.contains(&harness::limits::MODULE_ELF.max.to_string()),
         "{text}"
     );
     Ok(())

@@ -166,3 +166,298 @@ fn no_file_cites_documents_outside_the_repository() {
 
 #[allow(dead_code)]
 fn never_run() {}
+
+// ---- house rules: module imports, the code map, where processes are spawned ----------------
+
+/// The Rust source files of a crate's `src/` (or any directory), relative to the workspace,
+/// with their text.
+fn sources(dir: &str) -> Vec<(String, String)> {
+    fn walk(d: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&root().join(dir), &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let rel = p
+                .strip_prefix(root())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (rel, text)
+        })
+        .collect()
+}
+
+/// The top-level module of a file under `src` (`harness/src/checks/guest.rs` → `checks`).
+fn top_module(src: &str, file: &str) -> String {
+    let rel = file
+        .strip_prefix(src)
+        .unwrap_or(file)
+        .trim_start_matches('/');
+    let first = rel.split('/').next().unwrap_or(rel);
+    first.trim_end_matches(".rs").to_string()
+}
+
+/// Edges between top-level modules of one crate: (from, to, file:line of the first use), from
+/// `crate::<module>` paths in code (comments and `#[cfg(test)]` modules left out). A module
+/// and its own submodules are one node.
+fn module_edges(src: &str, files: &[(String, String)]) -> Vec<(String, String, String)> {
+    let modules: std::collections::BTreeSet<String> = files
+        .iter()
+        .map(|(f, _)| top_module(src, f))
+        .filter(|m| m != "lib" && m != "main")
+        .collect();
+    let mut edges: Vec<(String, String, String)> = Vec::new();
+    for (f, text) in files {
+        let from = top_module(src, f);
+        for (n, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("#[cfg(test)]") {
+                break;
+            }
+            let code = line.split("//").next().unwrap_or("");
+            for part in code.split("crate::").skip(1) {
+                let to: String = part
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if to != from
+                    && modules.contains(&to)
+                    && !edges.iter().any(|(a, b, _)| *a == from && *b == to)
+                {
+                    edges.push((from.clone(), to, format!("{f}:{}", n + 1)));
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// A cycle among the edges, as `a -> b (file:line) -> … -> a`, if there is one.
+fn find_cycle(edges: &[(String, String, String)]) -> Option<String> {
+    fn dfs(
+        v: &str,
+        edges: &[(String, String, String)],
+        path: &mut Vec<(String, String)>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) -> Option<String> {
+        if let Some(i) = path.iter().position(|(m, _)| m == v) {
+            let cycle: Vec<String> = path[i..]
+                .iter()
+                .map(|(m, at)| format!("{m} ({at})"))
+                .collect();
+            return Some(format!("{} -> {v}", cycle.join(" -> ")));
+        }
+        if done.contains(v) {
+            return None;
+        }
+        for (a, b, at) in edges.iter().filter(|(a, _, _)| a == v) {
+            path.push((a.clone(), at.clone()));
+            if let Some(c) = dfs(b, edges, path, done) {
+                return Some(c);
+            }
+            path.pop();
+        }
+        done.insert(v.to_string());
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    edges
+        .iter()
+        .find_map(|(a, _, _)| dfs(a, edges, &mut Vec::new(), &mut done))
+}
+
+/// No import cycle between the modules of the library or of xtask: each can be read after
+/// the ones it uses.
+#[test]
+fn no_import_cycle() {
+    for src in ["harness/src", "xtask/src"] {
+        let files = sources(src);
+        let edges = module_edges(src, &files);
+        assert!(edges.len() > 5, "{src}: only {} edges found", edges.len());
+        if let Some(c) = find_cycle(&edges) {
+            panic!("{src}: import cycle: {c}");
+        }
+    }
+}
+
+/// Rows of ARCHITECTURE.md's code map: (path, the row's text), for paths in the repository.
+fn code_map(arch: &str) -> Vec<(String, String)> {
+    arch.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("| `")?;
+            let (path, _) = rest.split_once('`')?;
+            // Rows of the cache's table name patterns (`images/<hex>.cpio`), not files here.
+            (["harness/", "xtask/", "scenarios/", "images/", "ci/", ".ci/"]
+                .iter()
+                .any(|p| path.starts_with(p))
+                && !path.contains('<'))
+            .then(|| (path.to_string(), l.to_string()))
+        })
+        .collect()
+}
+
+/// Source files the code map does not describe, and paths it names that do not exist. A file
+/// is described by its own row, or by its directory's row naming it (`name.rs` or `name`);
+/// a directory row describes its `mod.rs`, `main.rs` and `lib.rs`, and a `mod.rs` is described
+/// by the rows of the files beside it.
+fn code_map_errors(
+    map: &[(String, String)],
+    files: &[String],
+    exists: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut errs: Vec<String> = map
+        .iter()
+        .filter(|(p, _)| !exists(p))
+        .map(|(p, _)| format!("ARCHITECTURE.md names {p}, which does not exist"))
+        .collect();
+    for f in files {
+        let (dir, name) = f.rsplit_once('/').unwrap_or(("", f));
+        let stem = name.trim_end_matches(".rs");
+        let described = map.iter().any(|(p, row)| {
+            p == f
+                || (p.ends_with('/')
+                    && f.starts_with(p.as_str())
+                    && (f[p.len()..] == *name || p.trim_end_matches('/') == dir)
+                    && (["mod", "main", "lib"].contains(&stem)
+                        || row.contains(&format!("`{name}`"))
+                        || row.contains(&format!("`{stem}`"))
+                        || row.contains(&format!("`{stem}` ("))))
+        });
+        let beside = stem == "mod"
+            && map
+                .iter()
+                .any(|(p, _)| p.starts_with(&format!("{dir}/")) && p != f);
+        if !described && !beside {
+            errs.push(format!("{f}: not in ARCHITECTURE.md's code map"));
+        }
+    }
+    errs
+}
+
+/// ARCHITECTURE.md's code map is true: every source file is in it, every file it names exists.
+#[test]
+fn code_map_is_true() {
+    let arch = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let map = code_map(&arch);
+    assert!(map.len() > 30, "only {} code map rows", map.len());
+    let files: Vec<String> = ["harness/src", "xtask/src"]
+        .iter()
+        .flat_map(|d| sources(d))
+        .map(|(f, _)| f)
+        .chain(
+            ["harness/tests", "xtask/tests"]
+                .iter()
+                .flat_map(|d| std::fs::read_dir(root().join(d)).unwrap())
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+                .map(|p| {
+                    p.strip_prefix(root())
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned()
+                }),
+        )
+        .collect();
+    let errs = code_map_errors(&map, &files, &|p| root().join(p).exists());
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+}
+
+/// Places that start a process other than `harness/src/process.rs`: (file:line, the line).
+fn spawn_sites(files: &[(String, String)]) -> Vec<String> {
+    let needles = [
+        ["Command", "::new("].concat(),
+        ["std::process::", "Command"].concat(),
+        ["xshell", "::"].concat(),
+        ["cmd", "!("].concat(),
+    ];
+    let needles = &needles;
+    files
+        .iter()
+        .filter(|(f, _)| f != "harness/src/process.rs")
+        .flat_map(|(f, text)| {
+            text.lines().enumerate().filter_map(move |(n, l)| {
+                let code = l.split("//").next().unwrap_or("");
+                needles
+                    .iter()
+                    .any(|x| code.contains(x.as_str()))
+                    .then(|| format!("{f}:{}: {}", n + 1, l.trim()))
+            })
+        })
+        .collect()
+}
+
+/// Every process is started by `harness::process` (own group, deadline, killed on every path):
+/// no other file, library, xtask or test, builds a `Command`.
+#[test]
+fn processes_are_spawned_only_by_the_process_module() {
+    let files: Vec<(String, String)> = ["harness/src", "xtask/src", "harness/tests", "xtask/tests"]
+        .iter()
+        .flat_map(|d| sources(d))
+        .collect();
+    assert!(files.iter().any(|(f, _)| f == "harness/src/process.rs"));
+    let sites = spawn_sites(&files);
+    assert!(sites.is_empty(), "{}", sites.join("\n"));
+}
+
+/// The house rules fail on planted violations, naming file and line.
+#[test]
+fn house_rules_fail_on_planted_violations() {
+    let f = |p: &str, t: &str| (p.to_string(), t.to_string());
+    // An import cycle a -> b -> a.
+    let files = [
+        f("x/src/a.rs", "use crate::b::B;\n"),
+        f(
+            "x/src/b/mod.rs",
+            "// crate::c in a comment is not a use\n\nfn f() { crate::a::g() }\n",
+        ),
+        f("x/src/c.rs", "pub fn c() {}\n"),
+    ];
+    let edges = module_edges("x/src", &files);
+    let c = find_cycle(&edges).expect("the planted cycle is found");
+    assert!(
+        c.contains("x/src/a.rs:1") && c.contains("x/src/b/mod.rs:3"),
+        "{c}"
+    );
+    assert!(!edges.iter().any(|(_, b, _)| b == "c"), "{edges:?}");
+    // A file missing from the map, and a mapped file that does not exist.
+    let map = code_map(
+        "| `xtask/x/a.rs` | a |\n| `xtask/x/gone.rs` | gone |\n| `xtask/x/b/` | `inner.rs` |\n\
+         | `images/<hex>.cpio` | a cache pattern, not a file here |\n",
+    );
+    let errs = code_map_errors(
+        &map,
+        &[
+            "xtask/x/a.rs".into(),
+            "xtask/x/b/mod.rs".into(),
+            "xtask/x/b/inner.rs".into(),
+            "xtask/x/new.rs".into(),
+        ],
+        &|p| p != "xtask/x/gone.rs",
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "ARCHITECTURE.md names xtask/x/gone.rs, which does not exist".to_string(),
+            "xtask/x/new.rs: not in ARCHITECTURE.md's code map".to_string(),
+        ]
+    );
+    // A spawn outside the process module.
+    let planted = ["let c = std::process::", "Command", "::new(\"sh\");"].concat();
+    let sites = spawn_sites(&[f(
+        "x/src/a.rs",
+        &format!("fn main() {{\n    {planted}\n}}\n"),
+    )]);
+    assert_eq!(sites.len(), 1, "{sites:?}");
+    assert!(sites[0].starts_with("x/src/a.rs:2:"), "{sites:?}");
+}

@@ -8,11 +8,12 @@
 //! (`xz -dc data.tar.xz > /dev/null` for a .deb, `gzip -dc` for an .apk), interleaved rounds, medians.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use harness::fixtures::{host_kernel, Flavor};
-use xshell::{cmd, Shell};
+use harness::paths::{host_kernel, Flavor};
+use harness::process::Cmd;
 
 #[derive(Subcommand)]
 pub enum What {
@@ -39,6 +40,9 @@ pub enum What {
     },
 }
 
+/// Deadline of one measured command.
+const STEP: Duration = Duration::from_secs(10 * 60);
+
 /// Target: inspect ≤ 1.3 × decompression, peak RSS < 300 MB.
 const TARGET_RATIO: f64 = 1.3;
 const TARGET_RSS_KB: u64 = 300 * 1000;
@@ -55,8 +59,7 @@ pub fn run(what: What) -> Result<()> {
 }
 
 fn bench_static(rounds: usize, packages: Vec<PathBuf>) -> Result<()> {
-    let sh = Shell::new()?;
-    crate::test::install_host_packages(&sh)?;
+    crate::host::ensure(&crate::host::TEST_PACKAGES)?;
     let packages = if packages.is_empty() {
         crate::fetch::host_defaults()?;
         Flavor::ALL
@@ -73,16 +76,16 @@ fn bench_static(rounds: usize, packages: Vec<PathBuf>) -> Result<()> {
     );
     let mut all_met = true;
     for pkg in &packages {
-        let tmp = tempfile::tempdir().context("create a scratch directory")?;
-        let (tool, member) = data_member(&sh, pkg, tmp.path())?;
+        let tmp = harness::scratch::tempdir_in(&std::env::temp_dir(), "btfgate-bench-")?;
+        let (tool, member) = data_member(pkg, tmp.path())?;
         let mut base = Vec::new();
         let mut insp = Vec::new();
         let mut rss = 0u64;
         for _ in 0..rounds.max(1) {
-            base.push(timed(&sh, &[tool, "-dc", &member.to_string_lossy()])?.0);
+            base.push(timed(&[tool, "-dc", &member.to_string_lossy()])?.0);
             let exe_s = exe.to_string_lossy();
             let pkg_s = pkg.to_string_lossy();
-            let (t, m) = timed(&sh, &[&exe_s, "inspect", "--json", &pkg_s])?;
+            let (t, m) = timed(&[&exe_s, "inspect", "--json", &pkg_s])?;
             insp.push(t);
             rss = rss.max(m);
         }
@@ -109,7 +112,7 @@ fn bench_static(rounds: usize, packages: Vec<PathBuf>) -> Result<()> {
 
 /// Extracts the data member of a package (the thing whose decompression is the floor) and
 /// returns the tool that decompresses it.
-fn data_member(sh: &Shell, pkg: &Path, dir: &Path) -> Result<(&'static str, PathBuf)> {
+fn data_member(pkg: &Path, dir: &Path) -> Result<(&'static str, PathBuf)> {
     if pkg.is_dir() {
         bail!(
             "{}: a directory has no compressed data member to compare with",
@@ -121,9 +124,10 @@ fn data_member(sh: &Shell, pkg: &Path, dir: &Path) -> Result<(&'static str, Path
         // Decompressing the whole .apk (its three gzip members) is the floor.
         return Ok(("gzip", pkg.to_path_buf()));
     }
-    let _cd = sh.push_dir(dir);
-    cmd!(sh, "ar x {pkg}")
-        .quiet()
+    Cmd::new("ar", STEP)
+        .arg("x")
+        .arg(pkg)
+        .dir(dir)
         .run()
         .with_context(|| format!("ar x {}", pkg.display()))?;
     for (file, tool) in [
@@ -140,18 +144,20 @@ fn data_member(sh: &Shell, pkg: &Path, dir: &Path) -> Result<(&'static str, Path
 }
 
 /// Runs `argv` under `/usr/bin/time`, stdout discarded; returns (wall seconds, peak RSS KiB).
-fn timed(sh: &Shell, argv: &[&str]) -> Result<(f64, u64)> {
-    let fmt = "%e %M";
-    let out = cmd!(sh, "/usr/bin/time -f {fmt} {argv...}")
+fn timed(argv: &[&str]) -> Result<(f64, u64)> {
+    let measured = tempfile::NamedTempFile::new().context("create a file for /usr/bin/time")?;
+    let status = Cmd::new("/usr/bin/time", STEP)
+        .args(["-f", "%e %M", "-o"])
+        .arg(measured.path())
+        .args(argv)
         .quiet()
-        .ignore_stdout()
-        .ignore_status()
-        .output()
+        .status()
         .with_context(|| format!("run {}", argv.join(" ")))?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() && !argv.contains(&"inspect") {
-        bail!("{} failed: {err}", argv.join(" "));
+    if !status.success() && !argv.contains(&"inspect") {
+        bail!("{} failed: {status}", argv.join(" "));
     }
+    let err = std::fs::read_to_string(measured.path())
+        .with_context(|| format!("read what /usr/bin/time measured of {}", argv.join(" ")))?;
     let last = err.lines().last().unwrap_or_default();
     let mut it = last.split_whitespace();
     let secs: f64 = it

@@ -5,13 +5,13 @@
 //! fragment check) and prints the final .config.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use harness::build::{private_key_path, trusted_keys_dir, BuildSpec, Outputs, KEY_NAME};
 use harness::package::apk::{write_apk, SigningKey};
-use xshell::{cmd, Shell};
+use harness::process::Cmd;
 
 #[derive(Args)]
 pub struct BuildArgs {
@@ -49,16 +49,15 @@ pub struct BuildArgs {
 
 /// Options the fragments asked for that the final .config lacks: the configure phase refused
 /// the config (exit 1, the message names every dropped option).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct Dropped(String);
 
-impl std::fmt::Display for Dropped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Dropped {}
+/// Deadlines: a kernel build (a tiny config takes minutes here, a distribution config on two
+/// cores hours), one make step (configure, install, kernelrelease), unpacking the source.
+const BUILD: Duration = Duration::from_secs(4 * 3600);
+const STEP: Duration = Duration::from_secs(20 * 60);
+const UNPACK: Duration = Duration::from_secs(20 * 60);
 
 /// Debian packages a kernel build needs.
 const BUILD_PACKAGES: &[&str] = &[
@@ -119,7 +118,6 @@ pub fn run(a: BuildArgs) -> Result<u8> {
 /// `--configure-only`: configures `spec` into `out` (default a new temporary directory, kept)
 /// and prints the final .config path.
 fn configure_only(spec: &BuildSpec, out: Option<PathBuf>, pahole: Option<&Path>) -> Result<()> {
-    let sh = Shell::new()?;
     let o = match out {
         Some(d) => d,
         None => tempfile::Builder::new()
@@ -128,47 +126,54 @@ fn configure_only(spec: &BuildSpec, out: Option<PathBuf>, pahole: Option<&Path>)
             .context("create a temporary directory")?
             .keep(),
     };
-    let src = source_tree(&sh, &spec.source)?;
-    let cfg = configure(&sh, &src, spec, &o, pahole)?;
+    let src = source_tree(&spec.source)?;
+    let cfg = configure(&src, spec, &o, pahole)?;
     println!("{}", cfg.display());
     Ok(())
 }
 
 /// Builds `spec` unless its packages are already in the cache; returns where they are.
 pub fn build(spec: &BuildSpec) -> Result<Outputs> {
-    let sh = Shell::new()?;
     if spec.source == Path::new("/usr/src/linux-source-6.1.tar.xz") && !spec.source.is_file() {
-        crate::test::install(&sh, BUILD_PACKAGES)?;
+        crate::host::install(BUILD_PACKAGES)?;
     }
     let out = spec.outputs().map_err(anyhow::Error::msg)?;
     if out.complete() {
         return Ok(out);
     }
     let t0 = Instant::now();
-    let src = source_tree(&sh, &spec.source)?;
+    let src = source_tree(&spec.source)?;
     std::fs::create_dir_all(&out.dir).with_context(|| format!("create {}", out.dir.display()))?;
     let o = out.dir.join("out");
     let o_arg = format!("O={}", o.display());
-    let cfg = configure(&sh, &src, spec, &o, None)?;
-    let _cd = sh.push_dir(&src);
+    let cfg = configure(&src, spec, &o, None)?;
     let jobs = format!(
         "-j{}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
     );
-    cmd!(sh, "make -s {o_arg} ARCH=x86_64 {jobs} bzImage modules")
+    let make = |timeout: Duration| {
+        Cmd::new("make", timeout)
+            .args(["-s", &o_arg, "ARCH=x86_64"])
+            .dir(&src)
+    };
+    make(BUILD)
+        .args([&jobs, "bzImage", "modules"])
+        .stdout_to_stderr()
         .run()
         .context("make bzImage modules")?;
     let build_secs = t0.elapsed().as_secs_f64();
-    let release = cmd!(sh, "make -s {o_arg} ARCH=x86_64 kernelrelease")
-        .read()?
+    let release = make(STEP)
+        .arg("kernelrelease")
+        .read()
+        .context("make kernelrelease")?
         .trim()
         .to_string();
     let key = signing_key()?;
     let mut sizes = Vec::new();
     for (strip, apk) in [(true, &out.stripped), (false, &out.unstripped)] {
-        let stage = tempfile::tempdir_in(&out.dir)?;
+        let stage = harness::scratch::tempdir_in(&out.dir, ".stage-")?;
         let st = stage.path();
         let mod_path = format!("INSTALL_MOD_PATH={}", st.display());
         let strip_arg = if strip {
@@ -176,11 +181,11 @@ pub fn build(spec: &BuildSpec) -> Result<Outputs> {
         } else {
             "INSTALL_MOD_STRIP="
         };
-        cmd!(
-            sh,
-            "make -s {o_arg} ARCH=x86_64 {mod_path} {strip_arg} modules_install"
-        )
-        .run()?;
+        make(STEP)
+            .args([&mod_path, strip_arg, "modules_install"])
+            .stdout_to_stderr()
+            .run()
+            .context("make modules_install")?;
         let boot = st.join("boot");
         std::fs::create_dir_all(&boot)?;
         std::fs::copy(
@@ -215,7 +220,11 @@ pub fn build(spec: &BuildSpec) -> Result<Outputs> {
         write_apk(st, &info, Some(&key), apk)?;
         sizes.push(std::fs::metadata(apk)?.len());
     }
-    let du = cmd!(sh, "du -sb {o}").read()?;
+    let du = Cmd::new("du", STEP)
+        .arg("-sb")
+        .arg(&o)
+        .read()
+        .context("measure the build directory")?;
     let build_dir_bytes: u64 = du
         .split_whitespace()
         .next()
@@ -243,56 +252,42 @@ pub fn build(spec: &BuildSpec) -> Result<Outputs> {
 /// then every fragment option checked in the result ([`Dropped`] names what olddefconfig
 /// dropped). `pahole` is passed to make as `PAHOLE=` (Kconfig derives PAHOLE_VERSION from it).
 /// Returns the final .config.
-fn configure(
-    sh: &Shell,
-    src: &Path,
-    spec: &BuildSpec,
-    o: &Path,
-    pahole: Option<&Path>,
-) -> Result<PathBuf> {
-    let _cd = sh.push_dir(src);
+fn configure(src: &Path, spec: &BuildSpec, o: &Path, pahole: Option<&Path>) -> Result<PathBuf> {
     std::fs::create_dir_all(o).with_context(|| format!("create {}", o.display()))?;
     let o_arg = format!("O={}", o.display());
     let pahole_arg = pahole.map(|p| format!("PAHOLE={}", p.display()));
-    let tool = &pahole_arg;
+    let make = || {
+        Cmd::new("make", STEP)
+            .args(["-s", &o_arg, "ARCH=x86_64"])
+            .args(&pahole_arg)
+            .dir(src)
+    };
     let cfg = o.join(".config");
     let base = &spec.base;
     if Path::new(base).is_file() {
         std::fs::copy(base, &cfg).with_context(|| format!("copy base config {base}"))?;
-        to_stderr(cmd!(
-            sh,
-            "make -s {o_arg} ARCH=x86_64 {tool...} olddefconfig"
-        ))?;
+        to_stderr(make().arg("olddefconfig"))?;
     } else {
-        to_stderr(cmd!(sh, "make -s {o_arg} ARCH=x86_64 {tool...} {base}"))?;
+        to_stderr(make().arg(base))?;
     }
     let frags = spec.fragment_paths();
-    let merge = frags.clone();
-    to_stderr(cmd!(
-        sh,
-        "scripts/kconfig/merge_config.sh -m -O {o} {cfg} {merge...}"
-    ))?;
-    to_stderr(cmd!(
-        sh,
-        "make -s {o_arg} ARCH=x86_64 {tool...} olddefconfig"
-    ))?;
+    to_stderr(
+        Cmd::new(src.join("scripts/kconfig/merge_config.sh"), STEP)
+            .args(["-m", "-O"])
+            .arg(o)
+            .arg(&cfg)
+            .args(&frags)
+            .dir(src),
+    )?;
+    to_stderr(make().arg("olddefconfig"))?;
     check_fragments(&cfg, &frags)?;
     Ok(cfg)
 }
 
 /// Runs `c` with its output (kconfig's merge chatter) on stderr, so stdout holds only results.
-fn to_stderr(c: xshell::Cmd<'_>) -> Result<()> {
-    let shown = c.to_string();
-    let out = c.quiet().ignore_status().output()?;
-    eprintln!("$ {shown}");
-    eprint!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        anyhow::bail!("`{shown}` failed: {}", out.status);
-    }
+fn to_stderr(c: Cmd) -> Result<()> {
+    eprintln!("$ {}", c.line());
+    c.stdout_to_stderr().run()?;
     Ok(())
 }
 
@@ -363,7 +358,7 @@ fn check_fragments(cfg: &Path, frags: &[PathBuf]) -> Result<()> {
 }
 
 /// The unpacked source tree: the directory itself, or a tarball unpacked once into the cache.
-fn source_tree(sh: &Shell, source: &Path) -> Result<PathBuf> {
+fn source_tree(source: &Path) -> Result<PathBuf> {
     if source.is_dir() {
         return Ok(source.to_path_buf());
     }
@@ -371,15 +366,19 @@ fn source_tree(sh: &Shell, source: &Path) -> Result<PathBuf> {
         .file_name()
         .map(|n| n.to_string_lossy().trim_end_matches(".tar.xz").to_string())
         .context("source tarball has no name")?;
-    let root = harness::fixtures::cache_dir().join("src");
+    let root = harness::paths::cache_dir().join("src");
     let tree = root.join(&name);
     if tree.join("Makefile").is_file() {
         return Ok(tree);
     }
     std::fs::create_dir_all(&root)?;
-    let tmp = tempfile::tempdir_in(&root)?;
+    let tmp = harness::scratch::tempdir_in(&root, ".src-")?;
     let t = tmp.path();
-    cmd!(sh, "tar -xJf {source} -C {t}")
+    Cmd::new("tar", UNPACK)
+        .arg("-xJf")
+        .arg(source)
+        .arg("-C")
+        .arg(t)
         .run()
         .with_context(|| format!("unpack {}", source.display()))?;
     let inner = t.join(&name);

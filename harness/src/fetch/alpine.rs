@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{download, Deadlines, FetchError, Store};
+use super::{download, download_at_most, Deadlines, FetchError, Store};
 use crate::package::apk;
 use crate::package::apkindex::{self, Index, IndexEntry};
 use crate::package::ReadOptions;
@@ -123,7 +123,13 @@ impl Fetcher {
         let key = format!("apkindex-{}", self.repo.url());
         let lock = self.store.lock(&key, self.deadlines.total)?;
         let mut tmp = self.store.temp_file(&lock)?;
-        download(&url, tmp.as_file_mut(), None, self.progress, self.deadlines)?;
+        download_at_most(
+            &url,
+            tmp.as_file_mut(),
+            crate::limits::APKINDEX_FILE,
+            self.progress,
+            self.deadlines,
+        )?;
         let strict = ReadOptions {
             keys_dir: self.read.keys_dir.clone(),
             allow_untrusted: false,
@@ -228,9 +234,9 @@ impl Fetcher {
             self.progress,
             self.deadlines,
         )?;
-        let path = tmp.into_temp_path();
+        let path = tmp.map(|t| t.into_temp_path());
         self.check(&path, entry, &url)?;
-        let stored = self.store.put(path, &name, &index)?;
+        let stored = self.store.put(path.into_inner(), &name, &index)?;
         drop(lock);
         Ok(stored)
     }

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tempfile::{NamedTempFile, TempPath};
 
+use crate::scratch::Scratch;
+
 /// Why a fetch did not deliver a verified file.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -65,9 +67,9 @@ impl Store {
         Store { root: root.into() }
     }
 
-    /// The store in btfgate's cache directory ([`crate::fixtures::cache_dir`]).
+    /// The store in btfgate's cache directory ([`crate::paths::cache_dir`]).
     pub fn default_cache() -> Store {
-        Store::new(crate::fixtures::cache_dir())
+        Store::new(crate::paths::cache_dir())
     }
 
     pub fn root(&self) -> &Path {
@@ -120,7 +122,7 @@ impl Store {
 
     /// A new temporary file for the download guarded by `lock`; it is deleted when dropped
     /// unless [`Store::put`] moves it into the store.
-    pub fn temp_file(&self, lock: &Lock) -> Result<NamedTempFile, FetchError> {
+    pub fn temp_file(&self, lock: &Lock) -> Result<Scratch<NamedTempFile>, FetchError> {
         let dir = self.root.join("tmp");
         std::fs::create_dir_all(&dir)
             .map_err(|e| FetchError::cache(format!("create {}", dir.display()), e))?;
@@ -128,6 +130,10 @@ impl Store {
             .prefix(&format!(".{}.", lock.key))
             .suffix(".part")
             .tempfile_in(&dir)
+            .map(|t| {
+                let p = t.path().to_path_buf();
+                Scratch::new(t, &p)
+            })
             .map_err(|e| {
                 FetchError::cache(format!("create a temporary file in {}", dir.display()), e)
             })
@@ -142,7 +148,7 @@ impl Store {
                 "not a plain file name",
             ));
         }
-        let sha = crate::image::initramfs::sha256_file(&tmp).map_err(|e| {
+        let sha = crate::hash::sha256_file(&tmp).map_err(|e| {
             FetchError::cache(format!("hash {}", tmp.display()), io::Error::other(e))
         })?;
         let blob_dir = self.root.join("sha256").join(&sha);
@@ -221,8 +227,41 @@ pub fn download(
     progress: bool,
     deadlines: Deadlines,
 ) -> Result<u64, FetchError> {
+    transfer(url, dest, expect, expect, progress, deadlines)
+}
+
+/// [`download`] of a file whose size is not known in advance, refused past `limit`
+/// (an `APKINDEX.tar.gz`: [`crate::limits::APKINDEX_FILE`]).
+pub fn download_at_most(
+    url: &str,
+    dest: &mut File,
+    limit: crate::limits::Limit,
+    progress: bool,
+    deadlines: Deadlines,
+) -> Result<u64, FetchError> {
+    let written = transfer(url, dest, None, Some(limit.max), progress, deadlines)?;
+    if written > limit.max {
+        let x = crate::limits::Exceeded::new(limit, "the download");
+        return Err(FetchError::refused(
+            format!("download {url}"),
+            x.to_string(),
+        ));
+    }
+    Ok(written)
+}
+
+/// Downloads `url` into `dest`: exactly `expect` bytes when given, at most `max` (one byte
+/// more is read, to tell).
+fn transfer(
+    url: &str,
+    dest: &mut File,
+    expect: Option<u64>,
+    max: Option<u64>,
+    progress: bool,
+    deadlines: Deadlines,
+) -> Result<u64, FetchError> {
     let what = format!("download {url}");
-    let max = expect.unwrap_or(u64::MAX);
+    let max = max.unwrap_or(u64::MAX);
     let local = url
         .strip_prefix("file://")
         .or_else(|| url.starts_with('/').then_some(url));
@@ -353,7 +392,9 @@ mod tests {
         let lock = store.lock("k", Duration::from_secs(1)).unwrap();
         let mut t = store.temp_file(&lock).unwrap();
         t.write_all(b"hello").unwrap();
-        let p = store.put(t.into_temp_path(), "a.apk", "idx").unwrap();
+        let p = store
+            .put(t.into_inner().into_temp_path(), "a.apk", "idx")
+            .unwrap();
         assert!(p.starts_with(dir.path().join("sha256")));
         assert_eq!(
             store.find("idx", "a.apk").unwrap(),
@@ -402,5 +443,29 @@ mod tests {
         assert!(e.to_string().contains("too long"), "{e}");
         let e = download("file:///nonexistent/x", &mut out, None, false, d).unwrap_err();
         assert!(matches!(e, FetchError::NotFound { .. }), "{e}");
+    }
+
+    /// A download of unknown size (an APKINDEX) is refused one byte past its limit.
+    #[test]
+    fn download_of_unknown_size_stops_at_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("APKINDEX.tar.gz");
+        std::fs::write(&src, b"0123456789").unwrap();
+        let url = format!("file://{}", src.display());
+        let mut out = tempfile::tempfile().unwrap();
+        let d = Deadlines::default();
+        let limit = |max| crate::limits::Limit {
+            max,
+            ..crate::limits::APKINDEX_FILE
+        };
+        assert_eq!(
+            download_at_most(&url, &mut out, limit(10), false, d).unwrap(),
+            10
+        );
+        let e = download_at_most(&url, &mut out, limit(9), false, d).unwrap_err();
+        assert!(
+            matches!(e, FetchError::Refused { .. }) && e.to_string().contains("APKINDEX_FILE"),
+            "{e}"
+        );
     }
 }

@@ -1,43 +1,31 @@
 //! The runtime half: prepare the guest (kernel to boot, image with the package's own modules),
 //! choose the accelerator, boot QEMU, and run the guest checks, every phase timed.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use sha2::{Digest, Sha256};
-
 use crate::checks::guest as gc;
 use crate::checks::Check;
-use crate::codec::Codec;
-use crate::image::initramfs::{Node, Source};
-use crate::image::{self, Recipe};
-use crate::kernel::{bzimage, Kernel, Module};
-use crate::package::{extract::extract, ReadOptions};
-use crate::qemu::accel::{self, Choice};
-use crate::qemu::args::{default_cpus, Accel, Boot, Spec};
-use crate::qemu::machine::{Deadlines, Machine, RunError};
+use crate::image::Recipe;
+use crate::kernel::Kernel;
+use crate::package::ReadOptions;
+use crate::qemu::accel;
+use crate::qemu::accel::Choice;
+use crate::qemu::args::default_cpus;
+use crate::qemu::args::Accel;
+use crate::qemu::args::Spec;
+use crate::qemu::machine::Deadlines;
+use crate::qemu::machine::Machine;
+use crate::qemu::machine::RunError;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
+use std::time::Instant;
 
-/// The kfunc probe in a loaded module that guest.bpftrace attaches (default: overlay's
-/// `ovl_fill_super`, run by mounting an overlay).
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModuleProbe {
-    pub module: String,
-    pub function: String,
-    /// A guest shell line that makes the function run.
-    pub workload: String,
-}
+pub use crate::checks::guest::{ModuleProbe, Prepared};
+pub use floor::boot_floor;
+pub use prepare::{missing_host_tools, prepare, qemu_binary};
 
-impl Default for ModuleProbe {
-    fn default() -> Self {
-        ModuleProbe {
-            module: "overlay".into(),
-            function: "ovl_fill_super".into(),
-            workload: "mkdir -p /tmp/ol/l /tmp/ol/u /tmp/ol/w /tmp/ol/m; mount -t overlay ov -o lowerdir=/tmp/ol/l,upperdir=/tmp/ol/u,workdir=/tmp/ol/w /tmp/ol/m 2>/dev/null && umount /tmp/ol/m".into(),
-        }
-    }
-}
+mod floor;
+mod prepare;
 
 /// What a runtime verification is asked to do.
 #[derive(Debug, Clone)]
@@ -92,182 +80,6 @@ pub struct Report {
     pub transcript: PathBuf,
     /// The last console lines when something failed.
     pub console_tail: String,
-}
-
-/// Everything the guest needs, prepared on the host.
-pub struct Prepared {
-    pub boot: Boot,
-    pub initrd: PathBuf,
-    /// Modules in load order (softdeps and deps first).
-    pub load_order: Vec<String>,
-    /// Modules the run checks (`guest.btf_modules`), with the sha256 of their `.BTF`.
-    pub wanted: Vec<(String, Option<String>)>,
-    /// Wanted modules that are not in the package (a failure of `guest.btf_modules`).
-    pub missing: Vec<String>,
-}
-
-/// Host programs the runtime needs: qemu and the recipe's tools.
-pub fn missing_host_tools(recipe: &Recipe) -> Vec<PathBuf> {
-    let mut m = recipe.missing_tools();
-    let q = qemu_binary();
-    if !q.is_file() {
-        m.push(q);
-    }
-    m
-}
-
-pub fn qemu_binary() -> PathBuf {
-    PathBuf::from("/usr/bin/qemu-system-x86_64")
-}
-
-/// Unpacks what the guest needs (kernel image, the modules in `order`) into the cache, keyed by
-/// the package's content and the module set; a second run unpacks nothing.
-fn unpack(k: &Kernel, order: &[&Module], opts: &ReadOptions) -> Result<PathBuf, String> {
-    let pkg_key = if k.source.is_dir() {
-        hex::encode(Sha256::digest(k.source.to_string_lossy().as_bytes()))
-    } else {
-        crate::image::initramfs::sha256_file_memo(&k.source)?
-    };
-    let mut h = Sha256::new();
-    for m in order {
-        h.update(m.path.to_string_lossy().as_bytes());
-        h.update(b"\n");
-    }
-    let set_key = hex::encode(h.finalize());
-    let dir = crate::fixtures::cache_dir()
-        .join("unpacked")
-        .join(&pkg_key[..32])
-        .join(&set_key[..16]);
-    if dir.join(".complete").is_file() && !k.source.is_dir() {
-        return Ok(dir);
-    }
-    let parent = dir.parent().ok_or("cache path has no parent")?;
-    std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".unpack-")
-        .tempdir_in(parent)
-        .map_err(|e| format!("create a temporary directory in {}: {e}", parent.display()))?;
-    let image = k.image.as_ref().map(|i| i.path.clone());
-    let wanted: BTreeSet<PathBuf> = order.iter().map(|m| m.path.clone()).chain(image).collect();
-    extract(&k.source, opts, tmp.path(), &|p: &Path| wanted.contains(p))
-        .map_err(|e| e.to_string())?;
-    std::fs::write(tmp.path().join(".complete"), b"").map_err(|e| format!("mark unpacked: {e}"))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    let kept = tmp.keep();
-    std::fs::rename(&kept, &dir)
-        .map_err(|e| format!("rename {} into place: {e}", kept.display()))?;
-    Ok(dir)
-}
-
-/// Prepares the kernel to boot and the image: the recipe's nodes plus the package's modules.
-pub fn prepare(
-    k: &Kernel,
-    recipe: &Recipe,
-    params: &Params,
-    opts: &ReadOptions,
-) -> Result<Prepared, String> {
-    let release = k
-        .release
-        .clone()
-        .ok_or("the package's kernel release is unknown")?;
-    let mut wanted_names: Vec<String> = params
-        .modules
-        .clone()
-        .unwrap_or_else(|| recipe.modules.clone());
-    let mut missing = Vec::new();
-    let mut order: Vec<&Module> = Vec::new();
-    // bpftrace's module kfunc probe needs its module: load it whenever the package has it.
-    let mut to_load = wanted_names.clone();
-    let probe = &params.module_probe.module;
-    if k.module(probe).is_some() && !to_load.iter().any(|m| m == probe) {
-        to_load.push(probe.clone());
-    }
-    for name in &to_load {
-        match k.load_order(std::slice::from_ref(name)) {
-            Ok(o) => {
-                for m in o {
-                    if !order.iter().any(|x| std::ptr::eq(*x, m)) {
-                        order.push(m);
-                    }
-                }
-            }
-            Err(e) => missing.push(e),
-        }
-    }
-    wanted_names.retain(|n| k.module(n).is_some());
-    let dir = unpack(k, &order, opts)?;
-    let img_rel = k
-        .image
-        .as_ref()
-        .ok_or("the package has no kernel image")?
-        .path
-        .clone();
-    let bz = dir.join(&img_rel);
-    let boot = pvh_or_bzimage(k, &bz, &dir)?;
-    let mut nodes = recipe.nodes()?;
-    let mut dep = String::new();
-    for m in &order {
-        let rel_in_tree = modules_rel(&m.path);
-        nodes.push(Node::file(
-            &format!("lib/modules/{release}/{rel_in_tree}"),
-            0o644,
-            Source::Host(dir.join(&m.path)),
-        ));
-        let deps: Vec<String> = m
-            .depends
-            .iter()
-            .filter_map(|d| k.module(d))
-            .map(|d| modules_rel(&d.path))
-            .collect();
-        dep.push_str(&format!("{rel_in_tree}: {}\n", deps.join(" ")));
-    }
-    nodes.push(Node::file(
-        &format!("lib/modules/{release}/modules.dep"),
-        0o644,
-        Source::Bytes(dep.into_bytes()),
-    ));
-    let initrd = image::build(nodes, &crate::fixtures::cache_dir().join("images"))?;
-    Ok(Prepared {
-        boot,
-        initrd,
-        load_order: order.iter().map(|m| m.name()).collect(),
-        wanted: wanted_names
-            .iter()
-            .filter_map(|n| k.module(n).map(|m| (m.name(), m.btf_sha256.clone())))
-            .collect(),
-        missing,
-    })
-}
-
-/// `kernel/fs/overlay/overlay.ko` from `lib/modules/<release>/kernel/fs/overlay/overlay.ko`.
-fn modules_rel(p: &Path) -> String {
-    let s = p.to_string_lossy();
-    let s = s.strip_prefix("usr/").unwrap_or(&s);
-    s.splitn(4, '/').nth(3).unwrap_or(s).to_string()
-}
-
-/// Boots through PVH with the vmlinux decompressed on the host when the kernel supports it and
-/// its payload is slow to decompress under TCG (xz, bzip2, lzma); the bzImage otherwise.
-fn pvh_or_bzimage(k: &Kernel, bz: &Path, dir: &Path) -> Result<Boot, String> {
-    let pvh = k
-        .config
-        .as_ref()
-        .is_some_and(|c| c.kconfig.is_y("CONFIG_PVH"));
-    let slow = k
-        .image
-        .as_ref()
-        .and_then(|i| i.payload.as_ref().ok())
-        .is_some_and(|p| matches!(p.codec, Codec::Xz | Codec::Bzip2 | Codec::Lzma));
-    if !(pvh && slow) {
-        return Ok(Boot::BzImage(bz.to_path_buf()));
-    }
-    let vmlinux = dir.join("vmlinux");
-    if !vmlinux.is_file() {
-        let bytes = std::fs::read(bz).map_err(|e| format!("read {}: {e}", bz.display()))?;
-        let (_, elf) = bzimage::extract_vmlinux(&bytes)?;
-        crate::atomic::write(&vmlinux, &elf).map_err(|e| format!("write {e}"))?;
-    }
-    Ok(Boot::Pvh(vmlinux))
 }
 
 /// A word only this run uses (guest.core execs `/bin/true <token>` and must see that exec):
@@ -457,60 +269,4 @@ pub fn verify(
         transcript,
         console_tail,
     })
-}
-
-/// The bare floor for benchmarks: QEMU booting the same kernel (same boot path) with a minimal
-/// busybox initramfs whose /init powers off at once; returns seconds from start to exit.
-pub fn boot_floor(
-    k: &Kernel,
-    recipe: &Recipe,
-    accel: Accel,
-    opts: &ReadOptions,
-    dir: &Path,
-) -> Result<f64, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let unpacked = unpack(k, &[], opts)?;
-    let img_rel = k
-        .image
-        .as_ref()
-        .ok_or("the package has no kernel image")?
-        .path
-        .clone();
-    let boot = pvh_or_bzimage(k, &unpacked.join(&img_rel), &unpacked)?;
-    let nodes = vec![
-        Node::file("bin/busybox", 0o755, Source::Host(recipe.busybox.clone())),
-        Node::file(
-            "init",
-            0o755,
-            Source::Bytes(b"#!/bin/busybox sh\n/bin/busybox reboot -f\n".to_vec()),
-        ),
-    ];
-    let initrd = image::build(nodes, &crate::fixtures::cache_dir().join("images"))?;
-    let spec = Spec {
-        accel,
-        boot,
-        initrd,
-        append: Vec::new(),
-        memory_mb: 2048,
-        cpus: default_cpus(accel),
-        name: qemu_name(dir),
-    };
-    let args = crate::qemu::args::argv(&spec);
-    let log = dir.join("console.log");
-    let t0 = Instant::now();
-    let mut p = crate::process::Process::spawn(
-        &qemu_binary(),
-        &args,
-        false,
-        crate::process::Output::File(&log),
-        crate::process::Output::File(&dir.join("qemu.stderr")),
-    )
-    .map_err(|e| e.to_string())?;
-    let status = p
-        .wait_until(Instant::now() + Duration::from_secs(120))
-        .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("floor boot: qemu exited {status}"));
-    }
-    Ok(t0.elapsed().as_secs_f64())
 }

@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -69,7 +68,7 @@ pub fn key(nodes: &[Node]) -> Result<String, String> {
             Node::File { path, mode, source } => {
                 let content = match source {
                     Source::Bytes(b) => hex::encode(Sha256::digest(b)),
-                    Source::Host(p) => sha256_file_memo(p)?,
+                    Source::Host(p) => crate::hash::sha256_file_memo(p)?,
                 };
                 h.update(format!("F {path} {mode:o} ").as_bytes());
                 h.update(content.as_bytes());
@@ -80,54 +79,11 @@ pub fn key(nodes: &[Node]) -> Result<String, String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// A file's identity for [`sha256_file_memo`]: path, device, inode, size, mtime (s, ns).
-type FileId = (PathBuf, u64, u64, u64, i64, i64);
-
-/// Hex sha256 of a file that does not change while it is read (a host tool, a package in the
-/// cache): remembered for the process by path, inode, size and mtime, so that a test binary's
-/// trials hash the ~200 MB of tools and the package once, not once per trial.
-pub fn sha256_file_memo(p: &Path) -> Result<String, String> {
-    use std::os::unix::fs::MetadataExt;
-    static MEMO: Mutex<BTreeMap<FileId, String>> = Mutex::new(BTreeMap::new());
-    let md = std::fs::metadata(p).map_err(|e| format!("read {}: {e}", p.display()))?;
-    let id = (
-        p.to_path_buf(),
-        md.dev(),
-        md.ino(),
-        md.len(),
-        md.mtime(),
-        md.mtime_nsec(),
-    );
-    if let Some(h) = MEMO.lock().ok().and_then(|m| m.get(&id).cloned()) {
-        return Ok(h);
-    }
-    let h = sha256_file(p)?;
-    if let Ok(mut m) = MEMO.lock() {
-        m.insert(id, h.clone());
-    }
-    Ok(h)
-}
-
-/// Hex sha256 of a file, streamed.
-pub fn sha256_file(p: &Path) -> Result<String, String> {
-    let mut f = File::open(p).map_err(|e| format!("read {}: {e}", p.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let k = f
-            .read(&mut buf)
-            .map_err(|e| format!("read {}: {e}", p.display()))?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 /// Writes the archive to `out` (through a temporary file renamed at the end).
 pub fn write(nodes: &[Node], out: &Path) -> Result<(), String> {
     let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    // Removed by an interrupt while it is being written.
+    let _scratch = crate::scratch::Scratch::new((), &tmp);
     let result = (|| {
         let f = File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
         let mut w = BufWriter::new(f);
@@ -234,19 +190,5 @@ mod tests {
         let mut changed = nodes.clone();
         changed[0] = Node::file("a/b/c.txt", 0o644, Source::Bytes(b"hellO".to_vec()));
         assert_ne!(k1, key(&changed).unwrap());
-    }
-
-    #[test]
-    fn remembered_hash_follows_a_rewritten_file() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("tool");
-        std::fs::write(&p, b"one").unwrap();
-        let one = sha256_file_memo(&p).unwrap();
-        assert_eq!(one, sha256_file(&p).unwrap());
-        assert_eq!(one, sha256_file_memo(&p).unwrap());
-        // Replaced (new inode) with content of the same size: a new hash.
-        crate::atomic::write(&p, b"two").unwrap();
-        assert_eq!(sha256_file_memo(&p).unwrap(), sha256_file(&p).unwrap());
-        assert_ne!(sha256_file_memo(&p).unwrap(), one);
     }
 }

@@ -46,7 +46,7 @@ impl Recipe {
     /// The recipe shipped in the repository's `images/`.
     pub fn builtin(name: &str) -> Result<Recipe, String> {
         Recipe::load(
-            &crate::fixtures::workspace_root()
+            &crate::paths::workspace_root()
                 .join("images")
                 .join(format!("{name}.yaml")),
         )

@@ -1,7 +1,9 @@
 //! x86 bzImage: locate the compressed payload through the setup header and decompress it to
 //! the vmlinux ELF (followed by the relocation table).
 
-use crate::codec::Codec;
+use crate::codec::{Codec, Decompress};
+use crate::limits;
+use crate::spool::{Spool, Spooled};
 
 /// What the setup header says about the payload.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -17,47 +19,72 @@ pub struct Payload {
 
 /// Reads the setup header of `image` (`HdrS` at 0x202, `payload_offset/length` at 0x248/0x24c).
 pub fn payload(image: &[u8]) -> Result<Payload, String> {
-    if image.len() < 0x250 {
+    let p = header(image, image.len() as u64)?;
+    let magic = &image[p.offset..(p.offset + 8).min(p.offset + p.len)];
+    Ok(Payload {
+        codec: Codec::detect(magic),
+        ..p
+    })
+}
+
+/// [`payload`] of a spooled image: reads only its first [`HEAD`] bytes and the payload's magic.
+pub fn spooled_payload(image: &Spooled) -> Result<Payload, String> {
+    let head = image
+        .read_at(0, HEAD as u64)
+        .map_err(|e| format!("read the setup header: {e}"))?;
+    let p = header(&head, image.len())?;
+    let magic = image
+        .read_at(p.offset as u64, 8.min(p.len as u64))
+        .map_err(|e| format!("read the payload: {e}"))?;
+    Ok(Payload {
+        codec: Codec::detect(&magic),
+        ..p
+    })
+}
+
+/// The bytes of an image's head that [`payload`] and [`version_string`] read: the boot sector,
+/// the setup header and the version string (`kernel_version` is a 16-bit offset past 0x200).
+pub const HEAD: usize = 0x200 + 0x1_0000 + 512;
+
+/// The setup header of an image of `len` bytes whose first bytes are `head` (codec unknown).
+fn header(head: &[u8], len: u64) -> Result<Payload, String> {
+    if head.len() < 0x250 {
         return Err(format!(
             "{} bytes is too short for a bzImage setup header",
-            image.len()
+            head.len()
         ));
     }
-    if &image[0x202..0x206] != b"HdrS" {
+    if &head[0x202..0x206] != b"HdrS" {
         return Err("no \"HdrS\" setup header magic at 0x202: not an x86 bzImage".into());
     }
-    let protocol = u16::from_le_bytes([image[0x206], image[0x207]]);
+    let protocol = u16::from_le_bytes([head[0x206], head[0x207]]);
     if protocol < 0x0208 {
         return Err(format!(
             "boot protocol {protocol:#06x} has no payload_offset (needs 2.08+)"
         ));
     }
-    let mut setup_sects = image[0x1f1];
+    let mut setup_sects = head[0x1f1];
     if setup_sects == 0 {
         setup_sects = 4;
     }
     let pm_start = (setup_sects as usize + 1) * 512;
     let rd = |at: usize| {
-        u32::from_le_bytes([image[at], image[at + 1], image[at + 2], image[at + 3]]) as usize
+        u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]) as usize
     };
     let offset = pm_start + rd(0x248);
-    let len = rd(0x24c);
-    let end = offset
-        .checked_add(len)
-        .filter(|&e| e <= image.len())
+    let plen = rd(0x24c);
+    offset
+        .checked_add(plen)
+        .filter(|&e| e as u64 <= len)
         .ok_or_else(|| {
-            format!(
-                "payload {offset}+{len} runs past the end of the {}-byte image",
-                image.len()
-            )
+            format!("payload {offset}+{plen} runs past the end of the {len}-byte image")
         })?;
-    let codec = Codec::detect(&image[offset..end]);
     Ok(Payload {
         protocol,
         setup_sects,
         offset,
-        len,
-        codec,
+        len: plen,
+        codec: Codec::None,
     })
 }
 
@@ -65,10 +92,14 @@ impl Payload {
     /// The compressed bytes, without the 4-byte decompressed-size trailer that every non-gzip
     /// payload carries (gzip's own trailer ends in the same size).
     pub fn bytes<'a>(&self, image: &'a [u8]) -> &'a [u8] {
-        let whole = &image[self.offset..self.offset + self.len];
+        &image[self.offset..self.offset + self.compressed_len()]
+    }
+
+    /// Length of [`Self::bytes`].
+    pub fn compressed_len(&self) -> usize {
         match self.codec {
-            Codec::Gzip => whole,
-            _ => &whole[..whole.len().saturating_sub(4)],
+            Codec::Gzip => self.len,
+            _ => self.len.saturating_sub(4),
         }
     }
 
@@ -87,21 +118,63 @@ impl Payload {
     }
 }
 
-/// Decompresses the payload of `image` into the vmlinux ELF (+ relocations).
+/// Decompresses the payload of `image` into the vmlinux ELF (+ relocations), in memory
+/// (at most [`limits::VMLINUX`]).
 pub fn extract_vmlinux(image: &[u8]) -> Result<(Payload, Vec<u8>), String> {
     let p = payload(image)?;
     if p.codec == Codec::None {
-        return Err(format!(
-            "payload at {:#x} has no known compression magic (saw {})",
-            p.offset,
-            hex::encode(&image[p.offset..(p.offset + 8).min(image.len())])
+        return Err(no_codec(
+            &p,
+            &image[p.offset..(p.offset + 8).min(image.len())],
         ));
     }
     let out = p
         .codec
-        .decompress(p.bytes(image), p.announced_size(image), super::MAX_VMLINUX)
+        .decompress_within(
+            p.bytes(image),
+            p.announced_size(image),
+            limits::VMLINUX,
+            limits::PAYLOAD_DECODER_MEMORY,
+        )
         .map_err(|e| format!("payload ({}): {e}", p.codec.name()))?;
     Ok((p, out))
+}
+
+/// Decompresses the payload of a spooled `image` into an anonymous temporary file, within
+/// [`limits::VMLINUX`] and [`limits::PAYLOAD_DECODER_MEMORY`] (an [`Decompress::Exceeded`]
+/// past either).
+pub fn spool_vmlinux(image: &Spooled) -> Result<(Payload, Spooled), Decompress> {
+    let p = spooled_payload(image).map_err(Decompress::Failed)?;
+    if p.codec == Codec::None {
+        let magic = image.read_at(p.offset as u64, 8).unwrap_or_default();
+        return Err(Decompress::Failed(no_codec(&p, &magic)));
+    }
+    let failed = |e: std::io::Error| match limits::exceeded(&e) {
+        Some(x) => Decompress::Exceeded(x.clone()),
+        None => Decompress::Failed(format!("payload ({}): {e}", p.codec.name())),
+    };
+    let mut dec = p
+        .codec
+        .decoder_within(
+            image.reader(p.offset as u64, p.compressed_len() as u64),
+            limits::PAYLOAD_DECODER_MEMORY,
+        )
+        .map_err(Decompress::Failed)?;
+    let mut out = Spool::new(
+        limits::VMLINUX,
+        0,
+        format!("vmlinux ({} payload)", p.codec.name()),
+    );
+    out.fill_from(&mut dec).map_err(failed)?;
+    Ok((p, out.finish().map_err(failed)?))
+}
+
+fn no_codec(p: &Payload, magic: &[u8]) -> String {
+    format!(
+        "payload at {:#x} has no known compression magic (saw {})",
+        p.offset,
+        hex::encode(magic)
+    )
 }
 
 /// The kernel version string the setup header points at (`kernel_version` at 0x20e), e.g.

@@ -8,33 +8,30 @@ pub mod elf;
 pub mod kconfig;
 
 use std::collections::BTreeSet;
-use std::io::Read;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 
 use serde::Serialize;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, Decompress};
+use crate::limits::{self, Exceeded, Limit, Limited};
 use crate::package::{self, Entry, EntryKind, Format, PackageMeta, ReadOptions, Visitor};
+use crate::spool::{Spool, Spooled};
 use crate::{Error, Result};
 use btf::{Base, BaseFit, Btf};
+use elf::SectionsError;
 use kconfig::Kconfig;
 
-// Limits on what btfgate holds in memory from a package, checked while reading or
-// decompressing (never after); past one, the package is bad input naming the member and the
-// limit. The largest real values, measured on Debian 6.1 (generic, cloud) and 6.12 (cloud):
-// kernel image 14.2 MB, vmlinux 65.9 MB (6.1 generic), module ELF 19.5 MB (amdgpu.ko),
-// config 0.3 MB. Unstripped modules (the control) are larger, hence the headroom.
-/// Largest kernel image file.
-const MAX_IMAGE: u64 = 512 << 20;
-/// Largest vmlinux decompressed from a kernel image.
-pub const MAX_VMLINUX: u64 = 512 << 20;
-/// Largest config file.
-const MAX_CONFIG: u64 = 64 << 20;
-/// Largest module file, as stored.
-const MAX_MODULE: u64 = 512 << 20;
-/// Largest module ELF once decompressed (`.ko.gz`, `.ko.xz`, `.ko.zst`).
-pub const MAX_MODULE_ELF: u64 = 512 << 20;
+// What is read from a package has a limit (`crate::limits`, with the largest real values
+// measured), checked while reading or decompressing, never after; past one the package is bad
+// input naming the member and the limit. The kernel image and the vmlinux are anonymous
+// temporary files, a module is held only up to `limits::MODULE_IN_MEMORY`, module `.BTF`
+// waits for the worker in memory only up to `limits::MODULE_BTF_QUEUE`: see `crate::limits`
+// for what a hostile package can make btfgate hold at once.
 
 /// A kernel package, as the checks see it.
 #[derive(Debug)]
@@ -144,8 +141,11 @@ impl Kernel {
         let format = package::detect(path)?;
         std::thread::scope(|s| {
             let (tx, rx) = mpsc::channel::<Job>();
-            let worker = s.spawn(move || worker(rx));
-            let mut c = Collector::new(path, tx);
+            let queued = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (q, st) = (queued.clone(), stop.clone());
+            let worker = s.spawn(move || worker(rx, &q, &st));
+            let mut c = Collector::new(path, tx, queued, stop);
             let read = package::read(path, opts, &mut c);
             let Collector {
                 tx,
@@ -160,6 +160,10 @@ impl Kernel {
             let results = worker
                 .join()
                 .map_err(|_| Error::bad(path, "analyse kernel", "analysis worker panicked"))?;
+            // A limit the worker met stopped the reading: that is the error to report.
+            if let Some((phase, msg)) = results.refused {
+                return Err(Error::bad(path, phase, msg));
+            }
             let meta = read?;
             let mut image = image;
             if let Some(img) = image.as_mut() {
@@ -224,12 +228,47 @@ fn pick_release(dirs: &BTreeSet<String>, image: Option<&Image>) -> Option<String
 }
 
 enum Job {
-    Image(Vec<u8>),
+    /// The kernel image, spooled.
+    Image(Spooled),
     Module {
         idx: usize,
-        btf: Vec<u8>,
+        btf: QueuedBtf,
         codec: Codec,
     },
+}
+
+/// A module's `.BTF` on its way to the worker.
+enum QueuedBtf {
+    /// Held (counted in the queue until the worker is done with it).
+    Memory(Vec<u8>),
+    /// Past [`limits::MODULE_BTF_QUEUE`]: waiting in the spill file.
+    Spilled {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl QueuedBtf {
+    fn bytes(&self) -> std::result::Result<std::borrow::Cow<'_, [u8]>, String> {
+        match self {
+            QueuedBtf::Memory(v) => Ok(std::borrow::Cow::Borrowed(v)),
+            QueuedBtf::Spilled { file, offset, len } => {
+                let mut v = vec![0u8; *len as usize];
+                file.read_exact_at(&mut v, *offset)
+                    .map_err(|e| format!("read the module .BTF back from its spill file: {e}"))?;
+                Ok(std::borrow::Cow::Owned(v))
+            }
+        }
+    }
+
+    /// Bytes it holds in memory.
+    fn held(&self) -> u64 {
+        match self {
+            QueuedBtf::Memory(v) => v.len() as u64,
+            QueuedBtf::Spilled { .. } => 0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -238,34 +277,49 @@ struct WorkerResults {
     vmlinux: Option<std::result::Result<VmlinuxBtf, String>>,
     /// (module index, base fit, standalone compressed cost when the module file is compressed)
     modules: Vec<(usize, std::result::Result<BaseFit, String>, Option<u64>)>,
+    /// A limit the kernel image's analysis met: (phase, message). The package is bad input.
+    refused: Option<(&'static str, String)>,
 }
 
-fn worker(rx: mpsc::Receiver<Job>) -> WorkerResults {
+fn worker(rx: mpsc::Receiver<Job>, queued: &AtomicU64, stop: &AtomicBool) -> WorkerResults {
     let mut out = WorkerResults::default();
-    let mut pending: Vec<(usize, Vec<u8>, Codec)> = Vec::new();
+    let mut pending: Vec<(usize, QueuedBtf, Codec)> = Vec::new();
     let mut base: Option<std::result::Result<Base, String>> = None;
-    for job in rx {
+    let analyse = |out: &mut WorkerResults,
+                   idx,
+                   btf: QueuedBtf,
+                   codec,
+                   base: Option<&std::result::Result<Base, String>>| {
+        let r = match btf.bytes() {
+            Ok(bytes) => analyse_module_btf(idx, &bytes, codec, base),
+            Err(e) => (idx, Err(e), None),
+        };
+        queued.fetch_sub(btf.held(), Ordering::Relaxed);
+        out.modules.push(r);
+    };
+    for job in rx.iter() {
         match job {
-            Job::Image(bytes) => {
-                let (payload, btf) = analyse_image(&bytes);
-                drop(bytes);
-                base = Some(match &btf {
-                    Ok(v) => Btf::parse(&v.bytes, None)
-                        .map(|b| b.as_base())
-                        .map_err(|e| format!("vmlinux .BTF: {e}")),
-                    Err(e) => Err(format!("no valid vmlinux .BTF to check against ({e})")),
-                });
+            Job::Image(image) => {
+                let (payload, btf, b) = match analyse_image(image) {
+                    Ok(r) => r,
+                    Err(refusal) => {
+                        out.refused = Some(refusal);
+                        stop.store(true, Ordering::Relaxed);
+                        // Drop what still comes until the reader stops.
+                        rx.iter().for_each(drop);
+                        return out;
+                    }
+                };
+                base = Some(b);
                 out.payload = Some(payload);
                 out.vmlinux = Some(btf);
                 for (idx, b, codec) in std::mem::take(&mut pending) {
-                    out.modules
-                        .push(analyse_module_btf(idx, &b, codec, base.as_ref()));
+                    analyse(&mut out, idx, b, codec, base.as_ref());
                 }
             }
             Job::Module { idx, btf, codec } => {
                 if base.is_some() {
-                    out.modules
-                        .push(analyse_module_btf(idx, &btf, codec, base.as_ref()));
+                    analyse(&mut out, idx, btf, codec, base.as_ref());
                 } else {
                     pending.push((idx, btf, codec));
                 }
@@ -273,39 +327,77 @@ fn worker(rx: mpsc::Receiver<Job>) -> WorkerResults {
         }
     }
     for (idx, b, codec) in pending {
-        out.modules.push(analyse_module_btf(idx, &b, codec, None));
+        analyse(&mut out, idx, b, codec, None);
     }
     out
 }
 
-fn analyse_image(
-    image: &[u8],
-) -> (
+type ImageAnalysis = (
     std::result::Result<PayloadInfo, String>,
     std::result::Result<VmlinuxBtf, String>,
-) {
-    let (payload, vmlinux) = match bzimage::extract_vmlinux(image) {
+    std::result::Result<Base, String>,
+);
+
+/// Decompresses the image's payload to a temporary file and reads the vmlinux `.BTF` from it;
+/// `Err((phase, message))` when a limit was met (bad input).
+fn analyse_image(image: Spooled) -> std::result::Result<ImageAnalysis, (&'static str, String)> {
+    let (payload, vmlinux) = match bzimage::spool_vmlinux(&image) {
         Ok(v) => v,
-        Err(e) => return (Err(e.clone()), Err(format!("no vmlinux: {e}"))),
+        Err(Decompress::Exceeded(x)) => {
+            return Err(("decompress kernel image payload", x.to_string()))
+        }
+        Err(Decompress::Failed(e)) => {
+            let no = format!("no vmlinux: {e}");
+            return Ok((Err(e), Err(no.clone()), Err(no)));
+        }
     };
+    drop(image);
     let info = PayloadInfo {
         codec: payload.codec,
-        compressed: payload.bytes(image).len() as u64,
-        vmlinux: vmlinux.len() as u64,
+        compressed: payload.compressed_len() as u64,
+        vmlinux: vmlinux.len(),
     };
-    let btf = (|| {
-        let sections = elf::sections(&vmlinux).map_err(|e| format!("vmlinux: {e}"))?;
-        let (off, len) = sections
-            .btf
-            .ok_or_else(|| format!("vmlinux: {}", elf::no_btf_reason(&sections)))?;
-        let bytes = vmlinux[off..off + len].to_vec();
-        let parsed =
-            Btf::parse(&bytes, None).map_err(|e| format!("vmlinux .BTF is invalid: {e}"))?;
-        let (ntypes, type_len, str_len) =
-            (parsed.ntypes, parsed.header.type_len, parsed.header.str_len);
-        let kinds = parsed.kind_summary();
-        let has_task_struct = parsed.has_struct("task_struct");
-        let cost = payload.codec.compressed_len(&bytes);
+    let no_base = |e: &str| Err(format!("no valid vmlinux .BTF to check against ({e})"));
+    let sections = match elf::spooled_sections(&vmlinux) {
+        Ok(s) => s,
+        Err(SectionsError::Exceeded(x)) => return Err(("read vmlinux", format!("vmlinux: {x}"))),
+        Err(SectionsError::Invalid(e)) => {
+            let e = format!("vmlinux: {e}");
+            return Ok((Ok(info), Err(e.clone()), no_base(&e)));
+        }
+    };
+    let Some((off, len)) = sections.btf else {
+        let e = format!("vmlinux: {}", elf::no_btf_reason(&sections));
+        return Ok((Ok(info), Err(e.clone()), no_base(&e)));
+    };
+    if len as u64 > limits::VMLINUX_BTF.max {
+        let x = Exceeded::new(limits::VMLINUX_BTF, format!("vmlinux: a {len}-byte .BTF"));
+        return Err(("read vmlinux", x.to_string()));
+    }
+    let bytes = match vmlinux.read_at(off as u64, len as u64) {
+        Ok(b) => b,
+        Err(e) => {
+            let e = format!("vmlinux: read .BTF: {e}");
+            return Ok((Ok(info), Err(e.clone()), no_base(&e)));
+        }
+    };
+    drop(vmlinux);
+    let parsed = match Btf::parse(&bytes, None) {
+        Ok(p) => p,
+        Err(e) => {
+            let e = format!("vmlinux .BTF is invalid: {e}");
+            return Ok((Ok(info), Err(e.clone()), no_base(&e)));
+        }
+    };
+    let (ntypes, type_len, str_len) =
+        (parsed.ntypes, parsed.header.type_len, parsed.header.str_len);
+    let kinds = parsed.kind_summary();
+    let has_task_struct = parsed.has_struct("task_struct");
+    let base = parsed.as_base();
+    drop(parsed);
+    let cost = payload.codec.compressed_len(&bytes);
+    Ok((
+        Ok(info),
         Ok(VmlinuxBtf {
             bytes,
             ntypes,
@@ -314,9 +406,9 @@ fn analyse_image(
             kinds,
             has_task_struct,
             cost,
-        })
-    })();
-    (Ok(info), btf)
+        }),
+        Ok(base),
+    ))
 }
 
 fn analyse_module_btf(
@@ -349,10 +441,25 @@ struct Collector<'p> {
     /// Module whose compressed span is still open: (index, packed offset at its start).
     open_span: Option<(usize, u64)>,
     packed_end: Option<u64>,
+    /// Module `.BTF` bytes held in memory for the worker (it subtracts what it is done with).
+    queued: Arc<AtomicU64>,
+    /// The file module `.BTF` spills to past [`limits::MODULE_BTF_QUEUE`], and its length.
+    spill: Option<(Arc<File>, u64)>,
+    /// Every module `.BTF` byte seen ([`limits::MODULE_BTF_TOTAL`]).
+    btf_total: u64,
+    /// Bytes the module records keep ([`limits::MODULE_RECORDS`]).
+    records: u64,
+    /// Set by the worker when it refused the package: reading stops.
+    stop: Arc<AtomicBool>,
 }
 
 impl<'p> Collector<'p> {
-    fn new(file: &'p Path, tx: mpsc::Sender<Job>) -> Self {
+    fn new(
+        file: &'p Path,
+        tx: mpsc::Sender<Job>,
+        queued: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
         Collector {
             file,
             tx,
@@ -362,36 +469,240 @@ impl<'p> Collector<'p> {
             modules: Vec::new(),
             open_span: None,
             packed_end: None,
+            queued,
+            spill: None,
+            btf_total: 0,
+            records: 0,
+            stop,
         }
     }
 
+    /// Bad input: `entry` passed `x`.
+    fn exceeded(&self, phase: &'static str, entry: &Entry, x: &Exceeded) -> Error {
+        Error::bad(self.file, phase, format!("{}: {x}", entry.path.display()))
+    }
+
+    /// Refuses an entry whose declared size is already past `limit`.
+    fn check_declared(&self, entry: &Entry, limit: Limit, phase: &'static str) -> Result<()> {
+        if entry.size > limit.max {
+            let x = Exceeded::new(limit, format!("declared {} bytes", entry.size));
+            return Err(self.exceeded(phase, entry, &x));
+        }
+        Ok(())
+    }
+
+    /// A whole small member (the config), within `limit`.
     fn read_limited(
         &self,
         entry: &Entry,
         data: &mut dyn Read,
-        limit: u64,
-        what: &'static str,
+        limit: Limit,
+        phase: &'static str,
     ) -> Result<Vec<u8>> {
-        if entry.size > limit {
-            return Err(Error::bad(
-                self.file,
-                what,
-                format!(
-                    "{} is {} bytes, more than the {limit}-byte limit",
-                    entry.path.display(),
-                    entry.size
-                ),
-            ));
-        }
+        self.check_declared(entry, limit, phase)?;
         let mut buf = Vec::with_capacity(entry.size as usize);
-        data.take(limit + 1).read_to_end(&mut buf).map_err(|e| {
+        Limited::new(data, limit, "contents")
+            .read_to_end(&mut buf)
+            .map_err(|e| match limits::exceeded(&e) {
+                Some(x) => self.exceeded(phase, entry, x),
+                None => Error::bad(
+                    self.file,
+                    phase,
+                    format!("read {}: {e}", entry.path.display()),
+                ),
+            })?;
+        Ok(buf)
+    }
+
+    /// Reads a module: decompresses it into a spool (held up to `limits::MODULE_IN_MEMORY`),
+    /// reads its section table, `.modinfo` and `.BTF` within their limits, and queues the
+    /// `.BTF` for the worker.
+    fn read_module(&mut self, entry: &Entry, data: &mut dyn Read, codec: Codec) -> Result<Module> {
+        const PHASE: &str = "read module";
+        if codec == Codec::None {
+            self.check_declared(entry, limits::MODULE_ELF, PHASE)?;
+        }
+        let what = match codec {
+            Codec::None => "contents".to_string(),
+            c => format!("{} output", c.name()),
+        };
+        let mut spool = Spool::new(limits::MODULE_ELF, limits::MODULE_IN_MEMORY, what);
+        // The declared size is the ELF's for a `.ko`, a floor for a compressed one.
+        spool.reserve(entry.size);
+        let mut counted = Counted { inner: data, n: 0 };
+        let decoded = match codec.decoder(&mut counted) {
+            Ok(mut dec) => spool.fill_from(&mut dec).map(|_| ()),
+            Err(e) => Err(io::Error::other(e)),
+        };
+        let mut error = None;
+        if let Err(e) = decoded {
+            if let Some(x) = limits::exceeded(&e) {
+                return Err(self.exceeded(PHASE, entry, x));
+            }
+            if codec == Codec::None {
+                return Err(Error::bad(
+                    self.file,
+                    PHASE,
+                    format!("read {}: {e}", entry.path.display()),
+                ));
+            }
+            error = Some(format!("{} decompression failed: {e}", codec.name()));
+        }
+        // The rest of the file (after a failed or finished decoder): counted, not kept.
+        io::copy(&mut counted, &mut io::sink()).map_err(|e| {
             Error::bad(
                 self.file,
-                what,
+                PHASE,
                 format!("read {}: {e}", entry.path.display()),
             )
         })?;
-        Ok(buf)
+        let mut m = Module {
+            path: entry.path.clone(),
+            codec,
+            file_size: counted.n,
+            elf_size: 0,
+            btf_len: None,
+            btf_nobits: false,
+            debug: Vec::new(),
+            error,
+            base_fit: None,
+            btf_cost: 0,
+            packed_span: None,
+            btf_sha256: None,
+            depends: Vec::new(),
+            softdep_pre: Vec::new(),
+            aliases: Vec::new(),
+        };
+        if m.error.is_some() {
+            return Ok(m);
+        }
+        let io_err = |e: io::Error| {
+            Error::bad(
+                self.file,
+                PHASE,
+                format!("{}: read back: {e}", entry.path.display()),
+            )
+        };
+        let elf = spool.finish().map_err(io_err)?;
+        m.elf_size = elf.len();
+        let s = match elf::spooled_sections(&elf) {
+            Ok(s) => s,
+            Err(SectionsError::Exceeded(x)) => return Err(self.exceeded(PHASE, entry, &x)),
+            Err(SectionsError::Invalid(e)) => {
+                m.error = Some(e);
+                return Ok(m);
+            }
+        };
+        m.btf_nobits = s.btf_nobits;
+        m.debug = s.debug;
+        if let Some((o, l)) = s.modinfo {
+            if l as u64 > limits::MODINFO.max {
+                let x = Exceeded::new(limits::MODINFO, format!("a {l}-byte .modinfo"));
+                return Err(self.exceeded(PHASE, entry, &x));
+            }
+            let bytes = elf.read_at(o as u64, l as u64).map_err(io_err)?;
+            let info = elf::modinfo(&bytes, (0, bytes.len()));
+            let (depends, softdep_pre) = module_deps(&info);
+            m.depends = depends;
+            m.softdep_pre = softdep_pre;
+            m.aliases = info
+                .into_iter()
+                .filter(|(k, v)| k == "alias" && !v.contains([':', '*', '?', '[']))
+                .map(|(_, v)| v)
+                .collect();
+        }
+        if let Some((o, l)) = s.btf {
+            if l as u64 > limits::MODULE_BTF.max {
+                let x = Exceeded::new(limits::MODULE_BTF, format!("a {l}-byte .BTF"));
+                return Err(self.exceeded(PHASE, entry, &x));
+            }
+            self.btf_total += l as u64;
+            if self.btf_total > limits::MODULE_BTF_TOTAL.max {
+                let x = Exceeded::new(
+                    limits::MODULE_BTF_TOTAL,
+                    format!("{} bytes of module .BTF so far", self.btf_total),
+                );
+                return Err(self.exceeded(PHASE, entry, &x));
+            }
+            let bytes = elf.read_at(o as u64, l as u64).map_err(io_err)?;
+            drop(elf);
+            m.btf_len = Some(l as u64);
+            m.btf_sha256 = Some(sha256_hex(&bytes));
+            let btf = self
+                .queue_btf(bytes)
+                .map_err(|e| Error::io(self.file, "spill module .BTF to a temporary file", e))?;
+            let job = Job::Module {
+                idx: self.modules.len(),
+                btf,
+                codec,
+            };
+            // The worker only goes away if it panicked; load() reports that.
+            let _ = self.tx.send(job);
+        }
+        Ok(m)
+    }
+
+    /// Holds `bytes` for the worker while the queue has room, else writes them to the spill file.
+    fn queue_btf(&mut self, bytes: Vec<u8>) -> io::Result<QueuedBtf> {
+        let len = bytes.len() as u64;
+        if self.queued.load(Ordering::Relaxed) + len <= limits::MODULE_BTF_QUEUE {
+            self.queued.fetch_add(len, Ordering::Relaxed);
+            return Ok(QueuedBtf::Memory(bytes));
+        }
+        let (file, end) = match self.spill.take() {
+            Some(s) => s,
+            None => (Arc::new(tempfile::tempfile()?), 0),
+        };
+        file.write_all_at(&bytes, end)?;
+        let q = QueuedBtf::Spilled {
+            file: file.clone(),
+            offset: end,
+            len,
+        };
+        self.spill = Some((file, end + len));
+        Ok(q)
+    }
+
+    /// Counts what `m` keeps against [`limits::MODULE_RECORDS`].
+    fn count_record(&mut self, m: &Module) -> Result<()> {
+        let strings = |v: &[String]| v.iter().map(|s| s.len() as u64 + 24).sum::<u64>();
+        self.records += std::mem::size_of::<Module>() as u64
+            + m.path.as_os_str().len() as u64
+            + m.btf_sha256.as_ref().map_or(0, |s| s.len() as u64)
+            + m.error.as_ref().map_or(0, |s| s.len() as u64)
+            + m.debug
+                .iter()
+                .map(|(n, _)| n.len() as u64 + 32)
+                .sum::<u64>()
+            + strings(&m.depends)
+            + strings(&m.softdep_pre)
+            + strings(&m.aliases);
+        if self.records > limits::MODULE_RECORDS.max {
+            let x = Exceeded::new(
+                limits::MODULE_RECORDS,
+                format!("{} modules, {} bytes", self.modules.len() + 1, self.records),
+            );
+            return Err(Error::bad(
+                self.file,
+                "read module",
+                format!("{}: {x}", m.path.display()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counted<'a> {
+    inner: &'a mut dyn Read,
+    n: u64,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let got = self.inner.read(buf)?;
+        self.n += got as u64;
+        Ok(got)
     }
 }
 
@@ -437,11 +748,23 @@ fn modules_path(p: &Path) -> Option<(String, PathBuf)> {
 
 impl Visitor for Collector<'_> {
     fn visit(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            // load() reports the worker's refusal instead.
+            return Err(Error::bad(self.file, "analyse kernel", "analysis refused"));
+        }
         if let (Some((idx, start)), Some(now)) = (self.open_span.take(), entry.packed_offset) {
             self.modules[idx].packed_span = Some(now.saturating_sub(start));
         }
         if let Some((release, rest)) = modules_path(&entry.path) {
-            self.release_dirs.insert(release);
+            if self.release_dirs.insert(release)
+                && self.release_dirs.len() as u64 > limits::RELEASE_DIRS.max
+            {
+                let x = Exceeded::new(
+                    limits::RELEASE_DIRS,
+                    format!("{} directories", self.release_dirs.len()),
+                );
+                return Err(self.exceeded("read module", entry, &x));
+            }
             let name = rest
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -452,69 +775,8 @@ impl Visitor for Collector<'_> {
             let Some(codec) = Codec::from_module_name(&name) else {
                 return Ok(());
             };
-            let raw = self.read_limited(entry, data, MAX_MODULE, "read module")?;
-            let mut m = Module {
-                path: entry.path.clone(),
-                codec,
-                file_size: raw.len() as u64,
-                elf_size: 0,
-                btf_len: None,
-                btf_nobits: false,
-                debug: Vec::new(),
-                error: None,
-                base_fit: None,
-                btf_cost: 0,
-                packed_span: None,
-                btf_sha256: None,
-                depends: Vec::new(),
-                softdep_pre: Vec::new(),
-                aliases: Vec::new(),
-            };
-            let elf = if codec == Codec::None {
-                Ok(raw)
-            } else {
-                match codec.decompress(&raw, raw.len() * 4, MAX_MODULE_ELF) {
-                    Ok(elf) => Ok(elf),
-                    Err(e @ crate::codec::Decompress::TooLarge { .. }) => {
-                        return Err(Error::bad(
-                            self.file,
-                            "decompress module",
-                            format!("{}: {e}", entry.path.display()),
-                        ))
-                    }
-                    Err(e) => Err(e.to_string()),
-                }
-            };
-            match elf.and_then(|elf| elf::sections(&elf).map(|s| (elf, s))) {
-                Ok((elf, s)) => {
-                    m.elf_size = elf.len() as u64;
-                    m.btf_nobits = s.btf_nobits;
-                    m.debug = s.debug;
-                    if let Some(range) = s.modinfo {
-                        let info = elf::modinfo(&elf, range);
-                        let (depends, softdep_pre) = module_deps(&info);
-                        m.depends = depends;
-                        m.softdep_pre = softdep_pre;
-                        m.aliases = info
-                            .into_iter()
-                            .filter(|(k, v)| k == "alias" && !v.contains([':', '*', '?', '[']))
-                            .map(|(_, v)| v)
-                            .collect();
-                    }
-                    if let Some((o, l)) = s.btf {
-                        m.btf_len = Some(l as u64);
-                        m.btf_sha256 = Some(sha256_hex(&elf[o..o + l]));
-                        let job = Job::Module {
-                            idx: self.modules.len(),
-                            btf: elf[o..o + l].to_vec(),
-                            codec,
-                        };
-                        // The worker only goes away if it panicked; load() reports that.
-                        let _ = self.tx.send(job);
-                    }
-                }
-                Err(e) => m.error = Some(e),
-            }
+            let m = self.read_module(entry, data, codec)?;
+            self.count_record(&m)?;
             if let Some(start) = entry.packed_offset {
                 self.open_span = Some((self.modules.len(), start));
             }
@@ -529,6 +791,7 @@ impl Visitor for Collector<'_> {
         }
         let name = rest.to_string_lossy();
         if name.starts_with("vmlinuz") || name.starts_with("bzImage") {
+            const PHASE: &str = "read kernel image";
             if let Some(prev) = &self.image {
                 return Err(Error::bad(
                     self.file,
@@ -540,17 +803,32 @@ impl Visitor for Collector<'_> {
                     ),
                 ));
             }
-            let bytes = self.read_limited(entry, data, MAX_IMAGE, "read kernel image")?;
+            self.check_declared(entry, limits::IMAGE, PHASE)?;
+            let mut spool = Spool::new(limits::IMAGE, 0, "contents");
+            let spooled = spool
+                .fill_from(data)
+                .and_then(|_| spool.finish())
+                .map_err(|e| match limits::exceeded(&e) {
+                    Some(x) => self.exceeded(PHASE, entry, x),
+                    None => Error::bad(
+                        self.file,
+                        PHASE,
+                        format!("read {}: {e}", entry.path.display()),
+                    ),
+                })?;
+            let head = spooled
+                .read_at(0, bzimage::HEAD as u64)
+                .map_err(|e| Error::io(self.file, PHASE, e))?;
             self.image = Some(Image {
                 path: entry.path.clone(),
-                file_size: bytes.len() as u64,
-                version_string: bzimage::version_string(&bytes),
+                file_size: spooled.len(),
+                version_string: bzimage::version_string(&head),
                 payload: Err("not analysed yet".into()),
                 btf: Err("not analysed yet".into()),
             });
-            let _ = self.tx.send(Job::Image(bytes));
+            let _ = self.tx.send(Job::Image(spooled));
         } else if name.starts_with("config") {
-            let bytes = self.read_limited(entry, data, MAX_CONFIG, "read kernel config")?;
+            let bytes = self.read_limited(entry, data, limits::CONFIG, "read kernel config")?;
             let text = String::from_utf8_lossy(&bytes);
             if let Some(prev) = &self.config {
                 return Err(Error::bad(
@@ -605,41 +883,156 @@ impl Kernel {
     /// `softdep pre:` modules (if the package has them; absent softdeps are optional), then its
     /// `depends=` (which must exist), then itself. Errors name the missing module.
     pub fn load_order(&self, wanted: &[String]) -> std::result::Result<Vec<&Module>, String> {
-        fn visit<'k>(
-            k: &'k Kernel,
-            name: &str,
-            required_by: Option<&str>,
-            soft: bool,
-            out: &mut Vec<&'k Module>,
-            stack: &mut Vec<String>,
-        ) -> std::result::Result<(), String> {
-            let Some(m) = k.module(name) else {
-                if soft {
+        // `.modinfo` is untrusted and can chain thousands of modules: names resolve through an
+        // index built once (not a scan of the package per dependency), each module is walked
+        // once, and the walk stops at a depth no real chain nears (each level is a stack frame).
+        const MAX_DEPTH: usize = 256;
+        struct Walk<'k> {
+            modules: &'k [Module],
+            names: std::collections::HashMap<String, usize>,
+            aliases: std::collections::HashMap<&'k str, Vec<usize>>,
+            done: Vec<bool>,
+            out: Vec<&'k Module>,
+            stack: Vec<String>,
+        }
+        impl<'k> Walk<'k> {
+            /// What [`Kernel::module`] finds.
+            fn find(&self, name: &str) -> Option<usize> {
+                let norm = name.replace('-', "_");
+                if let Some(&i) = self.names.get(&norm) {
+                    return Some(i);
+                }
+                let providers = self.aliases.get(name)?;
+                let generic = format!("{norm}_generic");
+                providers
+                    .iter()
+                    .copied()
+                    .find(|&i| self.modules[i].name() == generic)
+                    .or_else(|| providers.first().copied())
+            }
+            fn visit(
+                &mut self,
+                name: &str,
+                required_by: Option<&str>,
+                soft: bool,
+            ) -> std::result::Result<(), String> {
+                let Some(i) = self.find(name) else {
+                    if soft {
+                        return Ok(());
+                    }
+                    return Err(match required_by {
+                        Some(by) => format!("module {name} (needed by {by}) is not in the package"),
+                        None => format!("module {name} is not in the package"),
+                    });
+                };
+                if self.done[i] || self.stack.iter().any(|s| s == name) {
                     return Ok(());
                 }
-                return Err(match required_by {
-                    Some(by) => format!("module {name} (needed by {by}) is not in the package"),
-                    None => format!("module {name} is not in the package"),
-                });
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(format!(
+                        "module {name}: dependencies nest deeper than {MAX_DEPTH} modules"
+                    ));
+                }
+                let modules = self.modules;
+                let m = &modules[i];
+                self.stack.push(name.to_string());
+                for d in &m.softdep_pre {
+                    self.visit(d, Some(name), true)?;
+                }
+                for d in &m.depends {
+                    self.visit(d, Some(name), false)?;
+                }
+                self.stack.pop();
+                self.done[i] = true;
+                self.out.push(m);
+                Ok(())
+            }
+        }
+        let mut w = Walk {
+            modules: &self.modules,
+            names: std::collections::HashMap::new(),
+            aliases: std::collections::HashMap::new(),
+            done: vec![false; self.modules.len()],
+            out: Vec::new(),
+            stack: Vec::new(),
+        };
+        for (i, m) in self.modules.iter().enumerate() {
+            w.names.entry(m.name()).or_insert(i);
+            for a in &m.aliases {
+                w.aliases.entry(a.as_str()).or_default().push(i);
+            }
+        }
+        for name in wanted {
+            w.stack.clear();
+            w.visit(name, None, false)?;
+        }
+        Ok(w.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member longer than it declared (a directory package's file growing while it is
+    /// read) is refused at its limit while it streams, not after.
+    #[test]
+    fn limits_hold_while_streaming_whatever_the_declared_size() {
+        let (tx, _rx) = mpsc::channel();
+        let mut c = Collector::new(Path::new("p"), tx, Arc::default(), Arc::default());
+        for (path, limit) in [
+            ("boot/config-x", limits::CONFIG),
+            ("boot/vmlinuz-x", limits::IMAGE),
+        ] {
+            let entry = Entry {
+                path: path.into(),
+                kind: EntryKind::File,
+                size: 10,
+                packed_offset: None,
             };
-            if out.iter().any(|o| std::ptr::eq(*o, m)) || stack.iter().any(|s| s == name) {
-                return Ok(());
-            }
-            stack.push(name.to_string());
-            for d in &m.softdep_pre {
-                visit(k, d, Some(name), true, out, stack)?;
-            }
-            for d in &m.depends {
-                visit(k, d, Some(name), false, out, stack)?;
-            }
-            stack.pop();
-            out.push(m);
-            Ok(())
+            let mut data = io::repeat(0).take(limit.max + 1);
+            let e = c.visit(&entry, &mut data).unwrap_err().to_string();
+            assert!(
+                e.contains(path) && e.contains(&format!("harness::limits::{}", limit.name)),
+                "{e}"
+            );
         }
-        let mut out = Vec::new();
-        for w in wanted {
-            visit(self, w, None, false, &mut out, &mut Vec::new())?;
-        }
-        Ok(out)
+    }
+
+    /// A module larger than `MODULE_IN_MEMORY` spills to a temporary file and is read back
+    /// the same: section table, `.modinfo`, `.BTF` (real: Debian's amdgpu.ko, 19.5 MB).
+    #[test]
+    fn a_large_module_is_read_from_its_spill_file() {
+        let mut s = crate::bomb::Stream::new(Codec::None).unwrap();
+        let len = crate::bomb::elf(
+            &mut s,
+            &[
+                (".text", limits::MODULE_IN_MEMORY),
+                (".modinfo", 10),
+                (".BTF", 100),
+                (".debug_info", 7),
+            ],
+            0,
+        )
+        .unwrap();
+        let elf = s.finish().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let mut c = Collector::new(Path::new("p"), tx, Arc::default(), Arc::default());
+        let entry = Entry {
+            path: "lib/modules/6.1/kernel/big.ko".into(),
+            kind: EntryKind::File,
+            size: len,
+            packed_offset: None,
+        };
+        c.visit(&entry, &mut &elf[..]).unwrap();
+        let m = &c.modules[0];
+        assert_eq!(
+            (m.elf_size, m.btf_len, m.error.as_deref()),
+            (len, Some(100), None)
+        );
+        assert_eq!(m.debug, vec![(".debug_info".to_string(), 7)]);
+        assert!(
+            matches!(rx.try_recv(), Ok(Job::Module { btf: QueuedBtf::Memory(b), .. }) if b.len() == 100)
+        );
     }
 }

@@ -28,10 +28,9 @@ use sha1::{Digest, Sha1};
 use sha2::{Sha256, Sha512};
 
 use super::{walk_tar, CountingReader, PackageMeta, ReadOptions, TarWalk, Visitor};
+use crate::limits::{self, Exceeded, Limit};
 use crate::{Error, Result};
 
-/// Largest decompressed signature or control member accepted (they are read into memory).
-const MAX_SMALL_MEMBER: u64 = 16 << 20;
 /// Largest public key file read from a keys directory.
 const MAX_KEY_FILE: u64 = 1 << 20;
 const BLOCK: usize = 512;
@@ -195,7 +194,7 @@ pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<ApkInfo> {
     let mut r = Counted::new(BufReader::with_capacity(64 << 10, file));
 
     check_gzip_magic(path, &mut r, true)?;
-    let first = gunzip_member(&mut r, true, MAX_SMALL_MEMBER)
+    let first = gunzip_member(&mut r, true, MemberLimit::SignatureOr(limits::APK_CONTROL))
         .map_err(|e| Error::bad(path, SPLIT, format!("gzip member 0 at offset 0: {e}")))?;
     let first_range = 0..r.pos;
     let first_tar = small_tar(&first.data)
@@ -217,9 +216,10 @@ pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<ApkInfo> {
         }
         check_gzip_magic(path, &mut r, false)?;
         let start = r.pos;
-        let control = gunzip_member(&mut r, true, MAX_SMALL_MEMBER).map_err(|e| {
-            Error::bad(path, SPLIT, format!("gzip member 1 at offset {start}: {e}"))
-        })?;
+        let control = gunzip_member(&mut r, true, MemberLimit::Fixed(limits::APK_CONTROL))
+            .map_err(|e| {
+                Error::bad(path, SPLIT, format!("gzip member 1 at offset {start}: {e}"))
+            })?;
         members.push(start..r.pos);
         let tar = small_tar(&control.data)
             .map_err(|e| Error::bad(path, "read control tar", format!("not a tar: {e}")))?;
@@ -517,6 +517,8 @@ pub(super) struct Counted<R> {
     inner: BufReader<R>,
     pub(super) pos: u64,
     record: Option<Vec<u8>>,
+    /// What the recording may grow to ([`limits::compressed_ceiling`] of this limit).
+    record_limit: Option<Limit>,
 }
 
 impl<R: Read> Counted<R> {
@@ -525,16 +527,33 @@ impl<R: Read> Counted<R> {
             inner,
             pos: 0,
             record: None,
+            record_limit: None,
         }
     }
 
     pub(super) fn at_eof(&mut self) -> io::Result<bool> {
         Ok(self.inner.fill_buf()?.is_empty())
     }
+
+    /// Refuses to go on once the recording passed its ceiling (a member of empty deflate
+    /// blocks consumes input without output).
+    fn check_record(&self) -> io::Result<()> {
+        if let (Some(rec), Some(limit)) = (&self.record, self.record_limit) {
+            if rec.len() as u64 > limits::compressed_ceiling(limit) {
+                return Err(Exceeded::new(
+                    limit,
+                    format!("compressed member past {} bytes", rec.len()),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.check_record()?;
         let n = self.inner.read(buf)?;
         self.pos += n as u64;
         if let Some(rec) = &mut self.record {
@@ -546,6 +565,7 @@ impl<R: Read> Read for Counted<R> {
 
 impl<R: Read> BufRead for Counted<R> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.check_record()?;
         self.inner.fill_buf()
     }
 
@@ -596,28 +616,52 @@ pub(super) struct Member {
     pub(super) compressed: Vec<u8>,
 }
 
-/// Decompresses the gzip member at the reader's position (at most `limit` bytes),
-/// leaving the reader exactly after its trailer.
+/// The limit of a gzip member's decompressed bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum MemberLimit {
+    Fixed(Limit),
+    /// The first member of an APK or an APKINDEX: [`limits::APK_SIGNATURE`] when its tar
+    /// starts with a `.SIGN.` entry (seen in its first 512 bytes), else this.
+    SignatureOr(Limit),
+}
+
+/// Decompresses the gzip member at the reader's position (within `limit`, checked while it
+/// streams: past it, an [`Exceeded`] error), leaving the reader exactly after its trailer.
 pub(super) fn gunzip_member<R: Read>(
     r: &mut Counted<R>,
     record: bool,
-    limit: u64,
+    limit: MemberLimit,
 ) -> io::Result<Member> {
+    let first = match limit {
+        MemberLimit::Fixed(l) | MemberLimit::SignatureOr(l) => l,
+    };
     if record {
         r.record = Some(Vec::new());
+        r.record_limit = Some(first);
     }
     let mut data = Vec::new();
-    let res = {
+    let res = (|| -> io::Result<()> {
         let mut dec = flate2::bufread::GzDecoder::new(&mut *r);
-        (&mut dec).take(limit + 1).read_to_end(&mut data)
-    };
+        let mut head = [0u8; 512];
+        let n = super::read_up_to(&mut dec, &mut head)?;
+        data.extend_from_slice(&head[..n]);
+        let limit = match limit {
+            MemberLimit::SignatureOr(_) if head.starts_with(b".SIGN.") => limits::APK_SIGNATURE,
+            MemberLimit::Fixed(l) | MemberLimit::SignatureOr(l) => l,
+        };
+        if n as u64 <= limit.max {
+            (&mut dec)
+                .take(limit.max + 1 - n as u64)
+                .read_to_end(&mut data)?;
+        }
+        if data.len() as u64 > limit.max {
+            return Err(Exceeded::new(limit, "decompressed").into());
+        }
+        Ok(())
+    })();
+    r.record_limit = None;
     let compressed = r.record.take().unwrap_or_default();
     res?;
-    if data.len() as u64 > limit {
-        return Err(io::Error::other(format!(
-            "decompresses to more than {limit} bytes, too large for a signature, control or index member"
-        )));
-    }
     Ok(Member { data, compressed })
 }
 
@@ -850,6 +894,8 @@ fn write_apk_inner(
 struct TempFile {
     path: PathBuf,
     keep: bool,
+    /// Removed by an interrupt while it exists.
+    _scratch: crate::scratch::Scratch<()>,
 }
 
 impl TempFile {
@@ -864,7 +910,14 @@ impl TempFile {
                 .create_new(true)
                 .open(&path)
             {
-                Ok(_) => return Ok(TempFile { path, keep: false }),
+                Ok(_) => {
+                    let _scratch = crate::scratch::Scratch::new((), &path);
+                    return Ok(TempFile {
+                        path,
+                        keep: false,
+                        _scratch,
+                    });
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e).with_context(|| format!("create {}", path.display())),
             }
@@ -1196,14 +1249,14 @@ mod tests {
         let all = [a.clone(), b.clone(), c.clone()].concat();
         // A tiny buffer forces members to straddle buffer refills.
         let mut r = Counted::new(BufReader::with_capacity(7, &all[..]));
-        let m = gunzip_member(&mut r, true, MAX_SMALL_MEMBER).unwrap();
+        let m = gunzip_member(&mut r, true, MemberLimit::Fixed(limits::APK_CONTROL)).unwrap();
         assert_eq!(m.data, b"first member");
         assert_eq!(m.compressed, a);
         assert_eq!(r.pos, a.len() as u64);
-        let m = gunzip_member(&mut r, false, MAX_SMALL_MEMBER).unwrap();
+        let m = gunzip_member(&mut r, false, MemberLimit::Fixed(limits::APK_CONTROL)).unwrap();
         assert_eq!(m.data.len(), 100_000);
         assert_eq!(r.pos, (a.len() + b.len()) as u64);
-        let m = gunzip_member(&mut r, true, MAX_SMALL_MEMBER).unwrap();
+        let m = gunzip_member(&mut r, true, MemberLimit::Fixed(limits::APK_CONTROL)).unwrap();
         assert_eq!(m.data, b"third");
         assert_eq!(m.compressed, c);
         assert_eq!(r.pos, all.len() as u64);
@@ -1216,9 +1269,64 @@ mod tests {
         let n = a.len();
         a[n - 6] ^= 0xff; // CRC
         let mut r = Counted::new(BufReader::new(&a[..]));
-        assert!(gunzip_member(&mut r, false, MAX_SMALL_MEMBER).is_err());
+        assert!(gunzip_member(&mut r, false, MemberLimit::Fixed(limits::APK_CONTROL)).is_err());
         let mut r = Counted::new(BufReader::new(&b"not gzip"[..]));
-        assert!(gunzip_member(&mut r, false, MAX_SMALL_MEMBER).is_err());
+        assert!(gunzip_member(&mut r, false, MemberLimit::Fixed(limits::APK_CONTROL)).is_err());
+    }
+
+    /// A member of empty stored blocks consumes input without output: its recording (the
+    /// signed bytes) stops at the ceiling of its limit, and the member is refused naming it.
+    #[test]
+    fn empty_blocks_cannot_grow_the_recording() {
+        let mut m = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+        for _ in 0..20_000 {
+            m.extend_from_slice(&[0x00, 0x00, 0x00, 0xff, 0xff]);
+        }
+        m.extend_from_slice(&[0x03, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let limit = Limit {
+            max: 1000,
+            ..limits::APK_CONTROL
+        };
+        let mut r = Counted::new(BufReader::new(&m[..]));
+        let e = gunzip_member(&mut r, true, MemberLimit::Fixed(limit))
+            .err()
+            .unwrap();
+        assert_eq!(limits::exceeded(&e).map(|x| x.limit), Some(limit), "{e}");
+        let mut r = Counted::new(BufReader::new(&m[..]));
+        let m = gunzip_member(&mut r, false, MemberLimit::Fixed(limit)).unwrap();
+        assert!(m.data.is_empty());
+    }
+
+    /// The first member's limit follows its first entry: a signature tar gets the
+    /// signature limit, anything else the other one; both are checked while it streams.
+    #[test]
+    fn first_member_limit_follows_its_first_entry() {
+        let mut sig = Vec::new();
+        tar_entry(
+            &mut sig,
+            &small_header(".SIGN.RSA.k", 100_000).unwrap(),
+            &vec![0u8; 100_000],
+        )
+        .unwrap();
+        let member = gz(&sig);
+        let mut r = Counted::new(BufReader::new(&member[..]));
+        let e = gunzip_member(&mut r, true, MemberLimit::SignatureOr(limits::APK_CONTROL))
+            .err()
+            .unwrap();
+        assert_eq!(
+            limits::exceeded(&e).map(|x| x.limit),
+            Some(limits::APK_SIGNATURE)
+        );
+        let mut control = Vec::new();
+        tar_entry(
+            &mut control,
+            &small_header(".PKGINFO", 100_000).unwrap(),
+            &vec![b'#'; 100_000],
+        )
+        .unwrap();
+        let member = gz(&control);
+        let mut r = Counted::new(BufReader::new(&member[..]));
+        gunzip_member(&mut r, true, MemberLimit::SignatureOr(limits::APK_CONTROL)).unwrap();
     }
 
     #[test]

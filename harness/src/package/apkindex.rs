@@ -14,15 +14,11 @@ use serde::Serialize;
 
 use super::apk::{
     check_gzip_magic, gunzip_member, gzip, parse_sign_entries, small_header, small_tar, tar_entry,
-    verify_signature, Counted, SigningKey,
+    verify_signature, Counted, MemberLimit, SigningKey,
 };
 use super::ReadOptions;
+use crate::limits::{self, Exceeded};
 use crate::{Error, Result};
-
-/// Largest decompressed index member read (edge's community index is about 10 MB).
-const MAX_INDEX_MEMBER: u64 = 256 << 20;
-/// Largest signature member read.
-const MAX_SIGNATURE_MEMBER: u64 = 1 << 20;
 
 /// A verified repository index.
 #[derive(Debug, Clone)]
@@ -114,7 +110,7 @@ pub fn read_index(path: &Path, opts: &ReadOptions) -> Result<Index> {
     let file = File::open(path).map_err(|e| Error::io(path, "open index", e))?;
     let mut r = Counted::new(BufReader::with_capacity(64 << 10, file));
     check_gzip_magic(path, &mut r, true)?;
-    let first = gunzip_member(&mut r, true, MAX_INDEX_MEMBER)
+    let first = gunzip_member(&mut r, true, MemberLimit::SignatureOr(limits::APKINDEX))
         .map_err(|e| Error::bad(path, SPLIT, format!("gzip member 0 at offset 0: {e}")))?;
     let first_tar = small_tar(&first.data)
         .map_err(|e| Error::bad(path, "read index", format!("member 0 is not a tar: {e}")))?;
@@ -122,9 +118,6 @@ pub fn read_index(path: &Path, opts: &ReadOptions) -> Result<Index> {
         .first()
         .is_some_and(|(name, _)| name.starts_with(".SIGN."));
     let (sigs, index_tar, index_bytes) = if signed {
-        if first.data.len() as u64 > MAX_SIGNATURE_MEMBER {
-            return Err(Error::bad(path, SPLIT, "signature member is too large"));
-        }
         let sigs = parse_sign_entries(path, &first_tar)?;
         if r.at_eof().map_err(|e| Error::io(path, SPLIT, e))? {
             return Err(Error::bad(
@@ -138,7 +131,7 @@ pub fn read_index(path: &Path, opts: &ReadOptions) -> Result<Index> {
         }
         check_gzip_magic(path, &mut r, false)?;
         let start = r.pos;
-        let m = gunzip_member(&mut r, true, MAX_INDEX_MEMBER).map_err(|e| {
+        let m = gunzip_member(&mut r, true, MemberLimit::Fixed(limits::APKINDEX)).map_err(|e| {
             Error::bad(path, SPLIT, format!("gzip member 1 at offset {start}: {e}"))
         })?;
         let tar = small_tar(&m.data)
@@ -186,12 +179,17 @@ pub fn read_index(path: &Path, opts: &ReadOptions) -> Result<Index> {
 /// Parses `APKINDEX` text. A record lacking `C`, `P`, `V`, `A`, `S` or `I`, or with a size
 /// that is not a number, is an error naming its line; unknown fields are ignored (as apk does).
 pub fn parse_entries(text: &str) -> std::result::Result<Vec<IndexEntry>, String> {
-    let mut out = Vec::new();
+    let mut out: Vec<IndexEntry> = Vec::new();
     let mut fields: Vec<(char, &str)> = Vec::new();
     let mut start = 0;
     for (i, line) in text.lines().chain(std::iter::once("")).enumerate() {
         if line.is_empty() {
             if !fields.is_empty() {
+                if out.len() as u64 >= limits::APKINDEX_ENTRIES.max {
+                    let x =
+                        Exceeded::new(limits::APKINDEX_ENTRIES, format!("record at line {start}"));
+                    return Err(x.to_string());
+                }
                 out.push(entry(&fields, start)?);
                 fields.clear();
             }
@@ -313,6 +311,15 @@ mod tests {
         assert!(e.contains("S:big is not a byte count"), "{e}");
         let e = parse_entries("C:Q1x=\nno colon here\n").unwrap_err();
         assert!(e.starts_with("line 2:"), "{e}");
+    }
+
+    #[test]
+    fn records_past_the_limit_are_refused() {
+        let one = "C:Q1x=\nP:a\nV:1\nA:x86_64\nS:1\nI:1\n\n";
+        assert_eq!(parse_entries(&one.repeat(100)).unwrap().len(), 100);
+        let text = one.repeat(limits::APKINDEX_ENTRIES.max as usize + 1);
+        let e = parse_entries(&text).unwrap_err();
+        assert!(e.contains("harness::limits::APKINDEX_ENTRIES"), "{e}");
     }
 
     #[test]

@@ -19,9 +19,11 @@ pub fn extract(
     keep: &dyn Fn(&Path) -> bool,
 ) -> Result<(PackageMeta, Vec<PathBuf>)> {
     fs::create_dir_all(dest).map_err(|e| Error::io(dest, PHASE, e))?;
+    let root = fs::canonicalize(dest).map_err(|e| Error::io(dest, PHASE, e))?;
     let mut x = Extractor {
         package,
         dest,
+        root,
         keep,
         written: Vec::new(),
     };
@@ -32,17 +34,71 @@ pub fn extract(
 struct Extractor<'a> {
     package: &'a Path,
     dest: &'a Path,
+    /// `dest`, canonical: where links already extracted may lead.
+    root: PathBuf,
     keep: &'a dyn Fn(&Path) -> bool,
     written: Vec<PathBuf>,
 }
 
 impl Extractor<'_> {
-    fn parent_dir(&self, rel: &Path) -> Result<PathBuf> {
-        let out = self.dest.join(rel);
-        if let Some(parent) = out.parent() {
-            fs::create_dir_all(parent).map_err(|e| Error::io(parent, PHASE, e))?;
+    /// Refuses `rel` when a directory on its way is a link already extracted that leads out
+    /// of the destination (an absolute target is legal in a package: it resolves inside the
+    /// root once installed, but here it resolves on this host): nothing is written through it.
+    fn check_path(&self, rel: &Path) -> Result<()> {
+        let mut at = self.dest.to_path_buf();
+        for c in rel.parent().into_iter().flat_map(Path::components) {
+            at.push(c);
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    if !fs::canonicalize(&at).is_ok_and(|p| p.starts_with(&self.root)) {
+                        return Err(Error::bad(
+                            self.package,
+                            PHASE,
+                            format!(
+                                "refusing {}: {} is a link leading out of the destination",
+                                rel.display(),
+                                at.strip_prefix(self.dest).unwrap_or(&at).display()
+                            ),
+                        ));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break, // not there yet: created as a directory
+            }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Removes what an earlier entry left at `out` (a link is replaced, never written through).
+    fn replace(&self, out: &Path) -> Result<()> {
+        match fs::symlink_metadata(out) {
+            Ok(m) if !m.is_dir() => fs::remove_file(out).map_err(|e| Error::io(out, PHASE, e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn parent_dir(&self, rel: &Path) -> Result<PathBuf> {
+        self.check_path(rel)?;
+        self.make_dirs(rel.parent().unwrap_or(Path::new("")))?;
+        Ok(self.dest.join(rel))
+    }
+
+    /// Creates directory `rel` under `dest` one level at a time, never `dest` itself: when an
+    /// interrupt removes the destination, this fails instead of creating it again.
+    fn make_dirs(&self, rel: &Path) -> Result<()> {
+        if crate::scratch::interrupted() {
+            return Err(Error::bad(self.package, PHASE, "interrupted"));
+        }
+        let mut at = self.dest.to_path_buf();
+        for c in rel.components() {
+            at.push(c);
+            match fs::create_dir(&at) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(&at, PHASE, e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -53,12 +109,14 @@ impl Visitor for Extractor<'_> {
         }
         match &entry.kind {
             EntryKind::Dir => {
-                let d = self.dest.join(&entry.path);
-                fs::create_dir_all(&d).map_err(|e| Error::io(&d, PHASE, e))?;
+                self.check_path(&entry.path)?;
+                self.make_dirs(&entry.path)?;
             }
             EntryKind::File => {
                 let out = self.parent_dir(&entry.path)?;
-                let mut f = File::create(&out).map_err(|e| Error::io(&out, PHASE, e))?;
+                self.replace(&out)?;
+                // create_new: O_EXCL, which never follows a link.
+                let mut f = File::create_new(&out).map_err(|e| Error::io(&out, PHASE, e))?;
                 std::io::copy(data, &mut f).map_err(|e| {
                     Error::bad(
                         self.package,
@@ -70,11 +128,13 @@ impl Visitor for Extractor<'_> {
             EntryKind::Symlink(target) => {
                 check_link_target(self.package, &entry.path, target, false)?;
                 let out = self.parent_dir(&entry.path)?;
-                let _ = fs::remove_file(&out);
+                self.replace(&out)?;
                 std::os::unix::fs::symlink(target, &out).map_err(|e| Error::io(&out, PHASE, e))?;
             }
             EntryKind::Hardlink(target) => {
+                self.check_path(target)?;
                 let out = self.parent_dir(&entry.path)?;
+                self.replace(&out)?;
                 let src = self.dest.join(target);
                 fs::hard_link(&src, &out).map_err(|e| Error::io(&out, PHASE, e))?;
             }

@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Serialize;
 use sha1::{Digest, Sha1};
 
-use crate::{Error, Result};
+use crate::{limits, Error, Result};
 
 /// Container format of a package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -260,8 +260,163 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-/// Walks a tar stream, sanitizing paths, checking links (and APK checksums when asked), and
-/// hands every entry to `visitor`. File contents not consumed by the visitor are drained.
+/// One member of a tar stream with its GNU long name / long link and PAX records applied
+/// (read by [`tar_members`] within [`limits::TAR_EXTENSION`]).
+pub(crate) struct TarMember<'e, 'a, R: Read> {
+    /// The path as written (not sanitized).
+    pub path: PathBuf,
+    /// The link target as written, for links.
+    pub link: Option<PathBuf>,
+    /// The PAX extended header records that described this member.
+    pub pax: Option<Vec<u8>>,
+    pub entry: &'e mut tar::Entry<'a, R>,
+}
+
+/// Hands every member of a tar stream to `f`, in order. The `tar` crate reads a GNU long name,
+/// long link or PAX header entry whole, whatever size its header declares; here they are read
+/// raw, each within [`limits::TAR_EXTENSION`] (past it: bad input naming the member and the
+/// limit), and applied as the crate would (long name, else PAX `path`, else the header).
+/// GNU sparse members are refused (not in kernel packages; their extra headers would need
+/// the crate's own walk), and so is a PAX `size` that disagrees with the header.
+pub(crate) fn tar_members<R: Read>(
+    file: &Path,
+    phase: &'static str,
+    reader: R,
+    mut f: impl FnMut(TarMember<'_, '_, R>) -> Result<()>,
+) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes_path = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive
+        .entries()
+        .map_err(|e| Error::bad(file, phase, format!("not a tar stream: {e}")))?
+        .raw(true);
+    let mut long_name: Option<Vec<u8>> = None;
+    let mut long_link: Option<Vec<u8>> = None;
+    let mut pax: Option<Vec<u8>> = None;
+    for entry in entries {
+        let mut entry =
+            entry.map_err(|e| Error::bad(file, phase, format!("corrupt tar entry: {e}")))?;
+        let ty = entry.header().entry_type();
+        let slot = match ty {
+            tar::EntryType::GNULongName => Some((&mut long_name, "GNU long name")),
+            tar::EntryType::GNULongLink => Some((&mut long_link, "GNU long link")),
+            tar::EntryType::XHeader => Some((&mut pax, "PAX extended header")),
+            _ => None,
+        };
+        if let Some((slot, what)) = slot {
+            if slot.is_some() {
+                return Err(Error::bad(
+                    file,
+                    phase,
+                    format!("two {what} entries describe the same member"),
+                ));
+            }
+            *slot = Some(read_extension(file, phase, &mut entry, what)?);
+            continue;
+        }
+        if ty.is_gnu_sparse() {
+            return Err(Error::unsupported(
+                file,
+                phase,
+                format!(
+                    "GNU sparse tar member {}",
+                    String::from_utf8_lossy(&entry.path_bytes())
+                ),
+            ));
+        }
+        let records = |key: &[u8]| -> Option<Vec<u8>> {
+            let p = pax.as_deref()?;
+            tar::PaxExtensions::new(p)
+                .filter_map(|r| r.ok())
+                .find(|r| r.key_bytes() == key)
+                .map(|r| r.value_bytes().to_vec())
+        };
+        let path = match (long_name.take(), records(b"path")) {
+            (Some(mut n), _) => {
+                while n.last() == Some(&0) {
+                    n.pop();
+                }
+                bytes_path(&n)
+            }
+            (None, Some(p)) => bytes_path(&p),
+            (None, None) => bytes_path(&entry.header().path_bytes()),
+        };
+        let link = match (long_link.take(), records(b"linkpath")) {
+            (Some(mut n), _) => {
+                while n.last() == Some(&0) {
+                    n.pop();
+                }
+                Some(bytes_path(&n))
+            }
+            (None, Some(p)) => Some(bytes_path(&p)),
+            (None, None) => entry.header().link_name_bytes().map(|b| bytes_path(&b)),
+        };
+        if let Some(size) = records(b"size") {
+            let declared = entry.header().entry_size().ok();
+            if std::str::from_utf8(&size).ok().and_then(|s| s.parse().ok()) != declared {
+                return Err(Error::bad(
+                    file,
+                    phase,
+                    format!(
+                        "{}: PAX size {} differs from the header's {declared:?}",
+                        path.display(),
+                        String::from_utf8_lossy(&size)
+                    ),
+                ));
+            }
+        }
+        f(TarMember {
+            path,
+            link,
+            pax: pax.take(),
+            entry: &mut entry,
+        })?;
+    }
+    if long_name.is_some() || long_link.is_some() || pax.is_some() {
+        return Err(Error::bad(
+            file,
+            phase,
+            "the tar stream ends with extended headers describing no member",
+        ));
+    }
+    Ok(())
+}
+
+/// The content of a GNU long name / long link / PAX header entry, within [`limits::TAR_EXTENSION`].
+fn read_extension<R: Read>(
+    file: &Path,
+    phase: &'static str,
+    entry: &mut tar::Entry<'_, R>,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let limit = limits::TAR_EXTENSION;
+    let declared = entry.header().entry_size().unwrap_or(u64::MAX);
+    let at = entry.raw_header_position();
+    let exceeded = |detail: String| {
+        let x = limits::Exceeded::new(limit, detail);
+        Error::bad(file, phase, format!("tar header at offset {at}: {x}"))
+    };
+    if declared > limit.max {
+        return Err(exceeded(format!("a {what} of {declared} bytes (declared)")));
+    }
+    let mut v = Vec::with_capacity(declared as usize);
+    limits::Limited::new(&mut *entry, limit, what.to_string())
+        .read_to_end(&mut v)
+        .map_err(|e| match limits::exceeded(&e) {
+            Some(x) => exceeded(x.detail.clone()),
+            None => Error::bad(
+                file,
+                phase,
+                format!("tar header at offset {at}: {what}: {e}"),
+            ),
+        })?;
+    Ok(v)
+}
+
+/// Walks a tar stream ([`tar_members`]), sanitizing paths, checking links (and APK checksums
+/// when asked), and hands every entry to `visitor`. File contents not consumed by the visitor
+/// are drained.
 pub(crate) fn walk_tar(
     file: &Path,
     phase: &'static str,
@@ -269,38 +424,28 @@ pub(crate) fn walk_tar(
     walk: TarWalk,
     visitor: &mut dyn Visitor,
 ) -> Result<()> {
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive
-        .entries()
-        .map_err(|e| Error::bad(file, phase, format!("not a tar stream: {e}")))?;
-    for entry in entries {
-        let mut entry =
-            entry.map_err(|e| Error::bad(file, phase, format!("corrupt tar entry: {e}")))?;
-        let raw_path = entry
-            .path()
-            .map_err(|e| Error::bad(file, phase, format!("tar entry path: {e}")))?
-            .into_owned();
+    tar_members(file, phase, reader, |m| {
+        let TarMember {
+            path: raw_path,
+            link,
+            pax,
+            entry,
+        } = m;
         let path = sanitize_path(file, &raw_path)?;
         if path.as_os_str().is_empty() {
-            continue; // "./" itself
+            return Ok(()); // "./" itself
         }
         let ty = entry.header().entry_type();
         let kind = if ty.is_dir() {
             EntryKind::Dir
         } else if ty.is_symlink() || ty.is_hard_link() {
-            let target = entry
-                .link_name()
-                .map_err(|e| {
-                    Error::bad(file, phase, format!("link name of {}: {e}", path.display()))
-                })?
-                .ok_or_else(|| {
-                    Error::bad(
-                        file,
-                        phase,
-                        format!("link {} without a target", path.display()),
-                    )
-                })?
-                .into_owned();
+            let target = link.ok_or_else(|| {
+                Error::bad(
+                    file,
+                    phase,
+                    format!("link {} without a target", path.display()),
+                )
+            })?;
             check_link_target(file, &path, &target, ty.is_hard_link())?;
             if ty.is_hard_link() {
                 EntryKind::Hardlink(sanitize_path(file, &target)?)
@@ -313,7 +458,7 @@ pub(crate) fn walk_tar(
             EntryKind::Other
         };
         let expected_sha1 = if walk.apk_checksums {
-            apk_checksum(file, &path, &mut entry)?
+            apk_checksum(file, &path, pax.as_deref())?
         } else {
             None
         };
@@ -332,7 +477,7 @@ pub(crate) fn walk_tar(
         match (&ent.kind, expected_sha1) {
             (EntryKind::File, Some(expected)) => {
                 let mut hashing = HashingReader {
-                    inner: &mut entry,
+                    inner: &mut *entry,
                     hasher: Sha1::new(),
                 };
                 visitor.visit(&ent, &mut hashing)?;
@@ -375,29 +520,23 @@ pub(crate) fn walk_tar(
                 ));
             }
             _ => {
-                visitor.visit(&ent, &mut entry)?;
-                std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| {
+                visitor.visit(&ent, &mut *entry)?;
+                std::io::copy(&mut *entry, &mut std::io::sink()).map_err(|e| {
                     Error::bad(file, phase, format!("read {}: {e}", ent.path.display()))
                 })?;
             }
         }
-    }
+        Ok(())
+    })?;
     visitor.end(walk.packed.as_ref().map(PackedPos::get))
 }
 
 /// The `APK-TOOLS.checksum.SHA1` PAX value of a tar entry, decoded.
-fn apk_checksum<R: Read>(
-    file: &Path,
-    path: &Path,
-    entry: &mut tar::Entry<'_, R>,
-) -> Result<Option<Vec<u8>>> {
-    let Some(exts) = entry
-        .pax_extensions()
-        .map_err(|e| Error::bad(file, "read pax header", format!("{}: {e}", path.display())))?
-    else {
+fn apk_checksum(file: &Path, path: &Path, pax: Option<&[u8]>) -> Result<Option<Vec<u8>>> {
+    let Some(pax) = pax else {
         return Ok(None);
     };
-    for ext in exts {
+    for ext in tar::PaxExtensions::new(pax) {
         let ext = ext
             .map_err(|e| Error::bad(file, "read pax header", format!("{}: {e}", path.display())))?;
         if ext.key_bytes() == b"APK-TOOLS.checksum.SHA1" {
@@ -451,5 +590,122 @@ mod tests {
         assert!(check_link_target(f, e, Path::new("../../../../x"), false).is_err());
         assert!(check_link_target(f, e, Path::new("/../x"), false).is_err());
         assert!(check_link_target(f, e, Path::new("../x"), true).is_err());
+    }
+
+    /// What a walk hands out: (path, content).
+    struct Seen(Vec<(PathBuf, Vec<u8>)>);
+
+    impl Visitor for Seen {
+        fn visit(&mut self, e: &Entry, data: &mut dyn Read) -> Result<()> {
+            let mut v = Vec::new();
+            data.read_to_end(&mut v)
+                .map_err(|x| Error::io(Path::new("t.tar"), "test", x))?;
+            self.0.push((e.path.clone(), v));
+            Ok(())
+        }
+    }
+
+    fn walk(tar: &[u8]) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+        let mut seen = Seen(Vec::new());
+        walk_tar(
+            Path::new("t.tar"),
+            "walk",
+            tar,
+            TarWalk::default(),
+            &mut seen,
+        )?;
+        Ok(seen.0)
+    }
+
+    fn header(kind: tar::EntryType, size: u64, path: &str) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(path).unwrap();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        h
+    }
+
+    /// Raw iteration applies GNU long names and PAX `path` records as the `tar` crate does.
+    #[test]
+    fn long_names_and_pax_paths_name_the_next_member() {
+        let long = format!("lib/modules/6.1/{}/x.ko", "d".repeat(120));
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = header(tar::EntryType::Regular, 3, "x");
+        b.append_data(&mut h, &long, &b"abc"[..]).unwrap();
+        b.append_pax_extensions([("path", &b"boot/from-pax"[..])])
+            .unwrap();
+        let mut h = header(tar::EntryType::Regular, 1, "boot/short");
+        b.append(&h, &b"z"[..]).unwrap();
+        h.set_path("boot/plain").unwrap();
+        h.set_cksum();
+        b.append(&h, &b"y"[..]).unwrap();
+        let seen = walk(&b.into_inner().unwrap()).unwrap();
+        let paths: Vec<String> = seen.iter().map(|(p, _)| p.display().to_string()).collect();
+        assert_eq!(paths, [long.as_str(), "boot/from-pax", "boot/plain"]);
+        assert_eq!(seen[0].1, b"abc");
+    }
+
+    /// An extended header past its limit is refused by its declared size before a byte of it
+    /// is read; two for one member, one for no member, a GNU sparse member and a PAX size
+    /// that disagrees with the header are refused too.
+    #[test]
+    fn extended_headers_are_bounded_and_must_describe_one_member() {
+        let ext = |kind, size: u64| {
+            let mut t = header(kind, size, "././@LongLink").as_bytes().to_vec();
+            t.resize(512 + (size as usize).div_ceil(512) * 512, b'n');
+            t
+        };
+        let file = |path: &str| {
+            let mut t = header(tar::EntryType::Regular, 0, path).as_bytes().to_vec();
+            t.extend_from_slice(&[0u8; 1024]);
+            t
+        };
+        let big = limits::TAR_EXTENSION.max + 1;
+        for kind in [
+            tar::EntryType::GNULongName,
+            tar::EntryType::GNULongLink,
+            tar::EntryType::XHeader,
+        ] {
+            let e = walk(&[ext(kind, big), file("boot/x")].concat()).unwrap_err();
+            assert!(
+                matches!(e, Error::BadInput { .. })
+                    && e.to_string().contains("harness::limits::TAR_EXTENSION"),
+                "{e}"
+            );
+        }
+        let two = [
+            ext(tar::EntryType::GNULongName, 10),
+            ext(tar::EntryType::GNULongName, 10),
+            file("boot/x"),
+        ]
+        .concat();
+        assert!(walk(&two)
+            .unwrap_err()
+            .to_string()
+            .contains("two GNU long name"));
+        let mut dangling = ext(tar::EntryType::GNULongName, 10);
+        dangling.extend_from_slice(&[0u8; 1024]);
+        assert!(walk(&dangling)
+            .unwrap_err()
+            .to_string()
+            .contains("describing no member"));
+        let mut sparse = header(tar::EntryType::GNUSparse, 0, "boot/x")
+            .as_bytes()
+            .to_vec();
+        sparse.extend_from_slice(&[0u8; 1024]);
+        assert!(matches!(
+            walk(&sparse).unwrap_err(),
+            Error::Unsupported { .. }
+        ));
+        let record = b"9 size=5\n";
+        let mut pax = header(tar::EntryType::XHeader, record.len() as u64, "PaxHeaders/x")
+            .as_bytes()
+            .to_vec();
+        pax.extend_from_slice(record);
+        pax.resize(1024, 0);
+        let e = walk(&[pax, file("boot/x")].concat()).unwrap_err();
+        assert!(e.to_string().contains("PAX size 5"), "{e}");
     }
 }

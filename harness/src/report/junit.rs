@@ -63,6 +63,14 @@ fn package_suite(r: &PackageReport) -> TestSuite {
         ));
     }
     suite.add_test_cases(r.checks.iter().map(|c| case(c, &r.name)));
+    if let Some(why) = &r.runtime_unavailable {
+        // Not a failed check: the machine could not run the guest. JUnit's "error".
+        let mut st = TestCaseStatus::non_success(NonSuccessKind::Error);
+        st.set_message(why.as_str()).set_type("runtime");
+        let mut tc = TestCase::new("runtime", st);
+        tc.set_classname(r.name.as_str());
+        suite.add_test_case(tc);
+    }
     suite
 }
 
@@ -155,6 +163,39 @@ mod tests {
         assert!(
             xml.contains("a ``` fence and &lt;/details&gt; inside</failure>"),
             "{xml}"
+        );
+    }
+
+    /// A runtime half that could not run is a JUnit error of its own beside the static cases,
+    /// never a pass; without it the suite has no such case.
+    #[test]
+    fn runtime_that_could_not_run_is_an_error() {
+        let mut r = passing();
+        let without = verify(std::slice::from_ref(&r)).unwrap();
+        assert!(
+            !without.contains(r#"<testcase name="runtime""#),
+            "{without}"
+        );
+        r.runtime_unavailable = Some("missing host packages: qemu-system-x86".into());
+        let xml = verify(&[r]).unwrap();
+        assert!(xml.contains(r#"errors="1""#), "{xml}");
+        assert!(
+            xml.contains(
+                r#"<error message="missing host packages: qemu-system-x86" type="runtime"/>"#
+            ),
+            "{xml}"
+        );
+        let md = crate::report::markdown::verify(
+            &[{
+                let mut r = passing();
+                r.runtime_unavailable = Some("no QEMU".into());
+                r
+            }],
+            2 << 20,
+        );
+        assert!(
+            md.contains("The runtime checks did not run: no QEMU"),
+            "{md}"
         );
     }
 

@@ -80,6 +80,9 @@ fn package(out: &mut String, r: &PackageReport, budget: u64) {
     if let Some(rt) = &r.runtime {
         runtime(out, rt);
     }
+    if let Some(why) = &r.runtime_unavailable {
+        let _ = writeln!(out, "⚠️ The runtime checks did not run: {}\n", text(why));
+    }
 }
 
 fn runtime(out: &mut String, rt: &RuntimeSummary) {

@@ -8,6 +8,7 @@
 pub mod junit;
 pub mod markdown;
 #[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
 pub mod sample;
 pub mod svg;
 
@@ -35,6 +36,10 @@ pub struct PackageReport {
     pub checks: Vec<Check>,
     /// The runtime half, when the package was booted.
     pub runtime: Option<RuntimeSummary>,
+    /// Why the runtime half could not run (no QEMU, the guest image could not be built), when
+    /// it was asked for and did not run: the static verdict above stands, the gate is not
+    /// complete.
+    pub runtime_unavailable: Option<String>,
 }
 
 /// How the guest run went, for the report's footer.
@@ -75,6 +80,7 @@ impl PackageReport {
             size: Breakdown::of(kernel),
             checks,
             runtime: None,
+            runtime_unavailable: None,
         }
     }
 
@@ -147,4 +153,13 @@ pub enum Unit {
     Count,
     /// 1 = yes, 0 = no.
     Bool,
+}
+
+/// A package name without its version-like parts: `linux-image-6.1.0-55-cloud-amd64` →
+/// `linux-image-cloud-amd64`, so Debian's ABI-versioned names of one flavour compare equal.
+pub fn flavour(name: &str) -> String {
+    name.split('-')
+        .filter(|part| !part.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .collect::<Vec<_>>()
+        .join("-")
 }

@@ -36,6 +36,7 @@ pub fn report(name: &str, version: &str, size: Breakdown, checks: Vec<Check>) ->
         size,
         checks,
         runtime: None,
+        runtime_unavailable: None,
     }
 }
 

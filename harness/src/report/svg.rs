@@ -68,7 +68,7 @@ impl Layout {
             // the kernel release tells the packages apart.
             (
                 releases.iter().map(|r| shorten(r)).collect(),
-                format!("{} kernel release", clean(&crate::compare::flavour(first))),
+                format!("{} kernel release", clean(&super::flavour(first))),
             )
         } else {
             (
@@ -323,12 +323,8 @@ fn x_labels(root: &Area<'_>, chart: &Chart<'_, '_>, l: &Layout) -> DrawResult {
 /// but for version-like parts) with distinct, known releases.
 fn one_flavour_releases(packages: &[PackageReport]) -> Option<Vec<String>> {
     let first = packages.first()?;
-    let flavour = crate::compare::flavour(&first.name);
-    if packages.len() < 2
-        || packages
-            .iter()
-            .any(|p| crate::compare::flavour(&p.name) != flavour)
-    {
+    let flavour = super::flavour(&first.name);
+    if packages.len() < 2 || packages.iter().any(|p| super::flavour(&p.name) != flavour) {
         return None;
     }
     let releases: Vec<String> = packages

@@ -27,7 +27,7 @@ pub struct Suite {
 pub fn scenarios_dir() -> PathBuf {
     std::env::var_os("BTFGATE_SCENARIOS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::fixtures::workspace_root().join("scenarios"))
+        .unwrap_or_else(|| crate::paths::workspace_root().join("scenarios"))
 }
 
 fn located(file: &Path, e: &serde_saphyr::Error) -> String {
@@ -70,7 +70,7 @@ pub fn load(dir: &Path) -> Result<Suite, Vec<String>> {
     let targets_file = if own.is_file() {
         own
     } else {
-        crate::fixtures::workspace_root().join("scenarios/targets.yaml")
+        crate::paths::workspace_root().join("scenarios/targets.yaml")
     };
     let targets = std::fs::read_to_string(&targets_file)
         .map_err(|e| format!("{}: {e}", targets_file.display()))

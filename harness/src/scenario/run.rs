@@ -104,7 +104,7 @@ pub fn run(
                 p.deadlines.command = Duration::from_secs(t);
             }
         }
-        let dir = crate::fixtures::cache_dir()
+        let dir = crate::paths::cache_dir()
             .join("trials")
             .join(trial_name.replace(['/', ':'], "_"));
         let _ = std::fs::remove_dir_all(&dir);

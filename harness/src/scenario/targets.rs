@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use super::model::{Source, TargetsFile};
-use crate::fixtures::cache_dir;
 use crate::package::ReadOptions;
+use crate::paths::cache_dir;
 
 /// A target's package, ready to read.
 #[derive(Debug, Clone)]
@@ -34,10 +34,7 @@ pub fn host_is(id: &str) -> bool {
         .any(|v| v.trim_matches('"').split_whitespace().any(|x| x == id))
 }
 
-/// Where `cargo xtask fetch` records the fetched file of package `name`.
-pub fn fetched_marker(name: &str) -> PathBuf {
-    cache_dir().join("host").join(format!("{name}.path"))
-}
+pub use crate::paths::fetched_marker;
 
 fn fetched(name: &str, how: &str) -> Result<PathBuf, String> {
     let m = fetched_marker(name);
@@ -166,10 +163,7 @@ impl Package {
                 let parent = dir.parent().ok_or("cache path has no parent")?;
                 std::fs::create_dir_all(parent)
                     .map_err(|e| format!("create {}: {e}", parent.display()))?;
-                let tmp = tempfile::Builder::new()
-                    .prefix(".mix-")
-                    .tempdir_in(parent)
-                    .map_err(|e| format!("create a temporary directory: {e}"))?;
+                let tmp = crate::scratch::tempdir_in(parent, ".mix-").map_err(|e| e.to_string())?;
                 let in_boot = |p: &Path| p.starts_with("boot");
                 let in_mods =
                     |p: &Path| p.starts_with("lib/modules") || p.starts_with("usr/lib/modules");
@@ -183,7 +177,7 @@ impl Package {
                 )
                 .map_err(|e| e.to_string())?;
                 std::fs::write(tmp.path().join(".complete"), b"").map_err(|e| e.to_string())?;
-                let kept = tmp.keep();
+                let kept = tmp.into_inner().keep();
                 let _ = std::fs::remove_dir_all(&dir);
                 std::fs::rename(&kept, &dir)
                     .map_err(|e| format!("rename {}: {e}", kept.display()))?;

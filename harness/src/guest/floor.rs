@@ -1,0 +1,74 @@
+//! The bare floor benchmarks compare a verdict with: the same kernel booted by the same path
+//! with a minimal initramfs whose /init powers off at once.
+
+use crate::image;
+use crate::image::initramfs::Node;
+use crate::image::initramfs::Source;
+use crate::image::Recipe;
+use crate::kernel::Kernel;
+use crate::package::ReadOptions;
+use crate::qemu::args::default_cpus;
+use crate::qemu::args::Accel;
+use crate::qemu::args::Spec;
+use std::path::Path;
+use std::time::Duration;
+use std::time::Instant;
+
+use super::prepare::{pvh_or_bzimage, qemu_binary, unpack};
+use super::qemu_name;
+
+/// The bare floor for benchmarks: QEMU booting the same kernel (same boot path) with a minimal
+/// busybox initramfs whose /init powers off at once; returns seconds from start to exit.
+pub fn boot_floor(
+    k: &Kernel,
+    recipe: &Recipe,
+    accel: Accel,
+    opts: &ReadOptions,
+    dir: &Path,
+) -> Result<f64, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let unpacked = unpack(k, &[], opts)?;
+    let img_rel = k
+        .image
+        .as_ref()
+        .ok_or("the package has no kernel image")?
+        .path
+        .clone();
+    let boot = pvh_or_bzimage(k, &unpacked.join(&img_rel), &unpacked)?;
+    let nodes = vec![
+        Node::file("bin/busybox", 0o755, Source::Host(recipe.busybox.clone())),
+        Node::file(
+            "init",
+            0o755,
+            Source::Bytes(b"#!/bin/busybox sh\n/bin/busybox reboot -f\n".to_vec()),
+        ),
+    ];
+    let initrd = image::build(nodes, &crate::paths::cache_dir().join("images"))?;
+    let spec = Spec {
+        accel,
+        boot,
+        initrd,
+        append: Vec::new(),
+        memory_mb: 2048,
+        cpus: default_cpus(accel),
+        name: qemu_name(dir),
+    };
+    let args = crate::qemu::args::argv(&spec);
+    let log = dir.join("console.log");
+    let t0 = Instant::now();
+    let mut p = crate::process::Process::spawn(
+        &qemu_binary(),
+        &args,
+        false,
+        crate::process::Output::File(&log),
+        crate::process::Output::File(&dir.join("qemu.stderr")),
+    )
+    .map_err(|e| e.to_string())?;
+    let status = p
+        .wait_until(Instant::now() + Duration::from_secs(120))
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("floor boot: qemu exited {status}"));
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}

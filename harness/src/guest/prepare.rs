@@ -1,0 +1,181 @@
+//! Preparing a guest on the host: the package unpacked (cached by content and module set), the
+//! modules in load order, the kernel to boot (bzImage, or the vmlinux by PVH), the image.
+
+use crate::codec::Codec;
+use crate::image;
+use crate::image::initramfs::Node;
+use crate::image::initramfs::Source;
+use crate::image::Recipe;
+use crate::kernel::bzimage;
+use crate::kernel::Kernel;
+use crate::kernel::Module;
+use crate::package::extract::extract;
+use crate::package::ReadOptions;
+use crate::qemu::args::Boot;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::path::PathBuf;
+
+use super::{Params, Prepared};
+
+/// Host programs the runtime needs: qemu and the recipe's tools.
+pub fn missing_host_tools(recipe: &Recipe) -> Vec<PathBuf> {
+    let mut m = recipe.missing_tools();
+    let q = qemu_binary();
+    if !q.is_file() {
+        m.push(q);
+    }
+    m
+}
+
+pub fn qemu_binary() -> PathBuf {
+    PathBuf::from("/usr/bin/qemu-system-x86_64")
+}
+
+/// Unpacks what the guest needs (kernel image, the modules in `order`) into the cache, keyed by
+/// the package's content and the module set; a second run unpacks nothing.
+pub(super) fn unpack(k: &Kernel, order: &[&Module], opts: &ReadOptions) -> Result<PathBuf, String> {
+    let pkg_key = if k.source.is_dir() {
+        hex::encode(Sha256::digest(k.source.to_string_lossy().as_bytes()))
+    } else {
+        crate::hash::sha256_file_memo(&k.source)?
+    };
+    let mut h = Sha256::new();
+    for m in order {
+        h.update(m.path.to_string_lossy().as_bytes());
+        h.update(b"\n");
+    }
+    let set_key = hex::encode(h.finalize());
+    let dir = crate::paths::cache_dir()
+        .join("unpacked")
+        .join(&pkg_key[..32])
+        .join(&set_key[..16]);
+    if dir.join(".complete").is_file() && !k.source.is_dir() {
+        return Ok(dir);
+    }
+    let parent = dir.parent().ok_or("cache path has no parent")?;
+    std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+    let tmp = crate::scratch::tempdir_in(parent, ".unpack-").map_err(|e| e.to_string())?;
+    let image = k.image.as_ref().map(|i| i.path.clone());
+    let wanted: BTreeSet<PathBuf> = order.iter().map(|m| m.path.clone()).chain(image).collect();
+    extract(&k.source, opts, tmp.path(), &|p: &Path| wanted.contains(p))
+        .map_err(|e| e.to_string())?;
+    std::fs::write(tmp.path().join(".complete"), b"").map_err(|e| format!("mark unpacked: {e}"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let kept = tmp.into_inner().keep();
+    std::fs::rename(&kept, &dir)
+        .map_err(|e| format!("rename {} into place: {e}", kept.display()))?;
+    Ok(dir)
+}
+
+/// Prepares the kernel to boot and the image: the recipe's nodes plus the package's modules.
+pub fn prepare(
+    k: &Kernel,
+    recipe: &Recipe,
+    params: &Params,
+    opts: &ReadOptions,
+) -> Result<Prepared, String> {
+    let release = k
+        .release
+        .clone()
+        .ok_or("the package's kernel release is unknown")?;
+    let mut wanted_names: Vec<String> = params
+        .modules
+        .clone()
+        .unwrap_or_else(|| recipe.modules.clone());
+    let mut missing = Vec::new();
+    let mut order: Vec<&Module> = Vec::new();
+    // bpftrace's module kfunc probe needs its module: load it whenever the package has it.
+    let mut to_load = wanted_names.clone();
+    let probe = &params.module_probe.module;
+    if k.module(probe).is_some() && !to_load.iter().any(|m| m == probe) {
+        to_load.push(probe.clone());
+    }
+    for name in &to_load {
+        match k.load_order(std::slice::from_ref(name)) {
+            Ok(o) => {
+                for m in o {
+                    if !order.iter().any(|x| std::ptr::eq(*x, m)) {
+                        order.push(m);
+                    }
+                }
+            }
+            Err(e) => missing.push(e),
+        }
+    }
+    wanted_names.retain(|n| k.module(n).is_some());
+    let dir = unpack(k, &order, opts)?;
+    let img_rel = k
+        .image
+        .as_ref()
+        .ok_or("the package has no kernel image")?
+        .path
+        .clone();
+    let bz = dir.join(&img_rel);
+    let boot = pvh_or_bzimage(k, &bz, &dir)?;
+    let mut nodes = recipe.nodes()?;
+    let mut dep = String::new();
+    for m in &order {
+        let rel_in_tree = modules_rel(&m.path);
+        nodes.push(Node::file(
+            &format!("lib/modules/{release}/{rel_in_tree}"),
+            0o644,
+            Source::Host(dir.join(&m.path)),
+        ));
+        let deps: Vec<String> = m
+            .depends
+            .iter()
+            .filter_map(|d| k.module(d))
+            .map(|d| modules_rel(&d.path))
+            .collect();
+        dep.push_str(&format!("{rel_in_tree}: {}\n", deps.join(" ")));
+    }
+    nodes.push(Node::file(
+        &format!("lib/modules/{release}/modules.dep"),
+        0o644,
+        Source::Bytes(dep.into_bytes()),
+    ));
+    let initrd = image::build(nodes, &crate::paths::cache_dir().join("images"))?;
+    Ok(Prepared {
+        boot,
+        initrd,
+        load_order: order.iter().map(|m| m.name()).collect(),
+        wanted: wanted_names
+            .iter()
+            .filter_map(|n| k.module(n).map(|m| (m.name(), m.btf_sha256.clone())))
+            .collect(),
+        missing,
+    })
+}
+
+/// `kernel/fs/overlay/overlay.ko` from `lib/modules/<release>/kernel/fs/overlay/overlay.ko`.
+fn modules_rel(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    let s = s.strip_prefix("usr/").unwrap_or(&s);
+    s.splitn(4, '/').nth(3).unwrap_or(s).to_string()
+}
+
+/// Boots through PVH with the vmlinux decompressed on the host when the kernel supports it and
+/// its payload is slow to decompress under TCG (xz, bzip2, lzma); the bzImage otherwise.
+pub(super) fn pvh_or_bzimage(k: &Kernel, bz: &Path, dir: &Path) -> Result<Boot, String> {
+    let pvh = k
+        .config
+        .as_ref()
+        .is_some_and(|c| c.kconfig.is_y("CONFIG_PVH"));
+    let slow = k
+        .image
+        .as_ref()
+        .and_then(|i| i.payload.as_ref().ok())
+        .is_some_and(|p| matches!(p.codec, Codec::Xz | Codec::Bzip2 | Codec::Lzma));
+    if !(pvh && slow) {
+        return Ok(Boot::BzImage(bz.to_path_buf()));
+    }
+    let vmlinux = dir.join("vmlinux");
+    if !vmlinux.is_file() {
+        let bytes = std::fs::read(bz).map_err(|e| format!("read {}: {e}", bz.display()))?;
+        let (_, elf) = bzimage::extract_vmlinux(&bytes)?;
+        crate::atomic::write(&vmlinux, &elf).map_err(|e| format!("write {e}"))?;
+    }
+    Ok(Boot::Pvh(vmlinux))
+}
