@@ -589,6 +589,15 @@ mod tests {
             let p = Process::spawn(sh(), ["-c", "sleep 60"], false, Output::Null, Output::Null)
                 .unwrap();
             let pid = p.pid();
+            // setpriv sets the signal, then execs: wait for the exec (the command line is the
+            // shell's), or this thread could end before the signal was asked for.
+            let t0 = Instant::now();
+            while std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| !c.starts_with(b"/bin/sh\0"))
+                && t0.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             // Leak it: no Drop, no kill; only the parent-death signal can end it.
             std::mem::forget(p);
             pid
