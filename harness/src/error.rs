@@ -1,9 +1,14 @@
-//! Library error type: every error names the file, the phase and what was expected.
+//! The library's one error type: every error names the phase and what was expected, and the
+//! file when there is one. Inputs from outside (packages, indexes, scenario files) fail as
+//! `BadInput`/`Unsupported`/`Untrusted`/`Io`; a step btfgate runs itself (a build, a boot, a host
+//! tool, an argument) fails as `Failed`. It is `Clone` and serializes as its message, so the
+//! kernel model can keep "why this evidence is missing" beside the evidence.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Errors at the boundary "bytes from outside → btfgate's model".
-#[derive(Debug, thiserror::Error)]
+/// Every error the library returns.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The input is malformed or not what the phase expected.
     #[error("{}: {phase}: {msg}", file.display())]
@@ -32,8 +37,26 @@ pub enum Error {
         file: PathBuf,
         phase: &'static str,
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
+    /// A step btfgate runs (a build, a boot, a host tool, an argument) did not succeed.
+    #[error("{phase}: {msg}")]
+    Failed { phase: &'static str, msg: String },
+    /// A child process could not be started, failed, or ran past its deadline.
+    #[error(transparent)]
+    Process(Arc<crate::process::ProcessError>),
+}
+
+impl From<crate::process::ProcessError> for Error {
+    fn from(e: crate::process::ProcessError) -> Self {
+        Error::Process(Arc::new(e))
+    }
+}
+
+impl serde::Serialize for Error {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -64,7 +87,53 @@ impl Error {
         Error::Io {
             file: file.to_path_buf(),
             phase,
-            source,
+            source: Arc::new(source),
+        }
+    }
+    pub fn failed(phase: &'static str, msg: impl Into<String>) -> Self {
+        Error::Failed {
+            phase,
+            msg: msg.into(),
+        }
+    }
+    /// The same error in another phase's words: `context` is put before the message.
+    pub fn context(self, context: impl std::fmt::Display) -> Self {
+        match self {
+            Error::BadInput { file, phase, msg } => Error::BadInput {
+                file,
+                phase,
+                msg: format!("{context}: {msg}"),
+            },
+            Error::Unsupported { file, phase, msg } => Error::Unsupported {
+                file,
+                phase,
+                msg: format!("{context}: {msg}"),
+            },
+            Error::Untrusted { file, phase, msg } => Error::Untrusted {
+                file,
+                phase,
+                msg: format!("{context}: {msg}"),
+            },
+            Error::Io {
+                file,
+                phase,
+                source,
+            } => Error::Io {
+                file,
+                phase,
+                source: Arc::new(std::io::Error::new(
+                    source.kind(),
+                    format!("{context}: {source}"),
+                )),
+            },
+            Error::Failed { phase, msg } => Error::Failed {
+                phase,
+                msg: format!("{context}: {msg}"),
+            },
+            Error::Process(e) => Error::Failed {
+                phase: "process",
+                msg: format!("{context}: {e}"),
+            },
         }
     }
     /// The phase this error happened in (for reports).
@@ -73,7 +142,9 @@ impl Error {
             Error::BadInput { phase, .. }
             | Error::Unsupported { phase, .. }
             | Error::Untrusted { phase, .. }
-            | Error::Io { phase, .. } => phase,
+            | Error::Io { phase, .. }
+            | Error::Failed { phase, .. } => phase,
+            Error::Process(_) => "process",
         }
     }
 }
