@@ -426,6 +426,9 @@ fn judge_error(e: &Error, case: &Case) -> Result<String, String> {
         | Error::Unsupported { file, phase, .. }
         | Error::Untrusted { file, phase, .. }
         | Error::Io { file, phase, .. } => (file, *phase),
+        Error::Failed { .. } | Error::Process(_) => {
+            return Err(format!("a bad input failed as a step, naming no file: {e}"))
+        }
     };
     let shown = e.to_string();
     if file != &case.path && !file.starts_with(&case.sandbox) {
