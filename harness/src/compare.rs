@@ -4,12 +4,10 @@ use crate::checks::{static_, Check, Status};
 use crate::report::{Comparison, PackageReport, Row, Step, Unit};
 use crate::size::grouped;
 
-/// `btf.present`: NEW has `CONFIG_DEBUG_INFO_BTF` and a valid vmlinux `.BTF`.
-pub const BTF_PRESENT: &str = "btf.present";
-/// `btf.modules`: NEW's modules carry `.BTF` at least as completely as OLD's did.
-pub const BTF_MODULES: &str = "btf.modules";
-/// `size.delta`: the package grew by no more than allowed.
-pub const SIZE_DELTA: &str = "size.delta";
+/// The gate's own checks (what each proves is in `checks::catalogue`).
+pub use crate::checks::catalogue::{
+    GATE_BTF_MODULES as BTF_MODULES, GATE_BTF_PRESENT as BTF_PRESENT, GATE_SIZE_DELTA as SIZE_DELTA,
+};
 
 /// The budgets a bump is gated against.
 #[derive(Debug, Clone, Copy)]

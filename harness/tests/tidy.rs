@@ -1,34 +1,33 @@
-//! Tidy: the README's table of checks is kept true. Every check id of the catalogue (static and
-//! guest) has exactly one row saying what its PASS proves and naming the controls that make it
-//! fail, and every control named exists: a file (a scenario), or `file::function` whose
-//! function is defined in that file. With `checks::settle` (a PASS without evidence is a
-//! failure) this is how the rule "no check passes without evidence, every check has a control
-//! that fails it" is enforced.
+//! Tidy: the house rules, each shown failing on a planted violation.
+//! - The README's check tables are the catalogue (`harness::checks::catalogue`): one row per
+//!   check saying what its PASS proves and naming the controls that make it fail, and every
+//!   control named exists: a file (a scenario), or `file::function` whose function is defined
+//!   in that file and run. With `checks::settle` (a PASS without evidence is a failure) this is
+//!   how "no check passes without evidence, every check has a control that fails it" is kept.
+//! - No import cycle between top-level modules; ARCHITECTURE.md's code map names every source
+//!   file and only files that exist; only `harness/src/process.rs` spawns processes.
+//! - The library returns its one error type (no `Result<_, String>` in `harness/src`); no
+//!   file refers to a document that is not in the repository; a source file over 600 lines
+//!   says at its top why it is one file.
 
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 
-use harness::checks::{guest, STATIC_IDS};
+use harness::checks::catalogue::{self, Kind, CATALOGUE};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
 
-/// (id, the controls cell) of each README table row whose first cell is a catalogue id.
+/// (id, the whole row) of each README table row whose first cell is a catalogue id.
 fn rows(readme: &str) -> Vec<(String, String)> {
     readme
         .lines()
         .filter_map(|l| {
             let cells: Vec<&str> = l.trim().strip_prefix('|')?.split(" | ").collect();
             let id = cells.first()?.trim().strip_prefix('`')?.strip_suffix('`')?;
-            let ids: Vec<&str> = STATIC_IDS
-                .iter()
-                .chain(guest::IDS.iter())
-                .copied()
-                .collect();
-            ids.contains(&id)
-                .then(|| (id.to_string(), cells.last().unwrap_or(&"").to_string()))
+            catalogue::def(id).map(|d| (d.id.to_string(), l.trim().to_string()))
         })
         .collect()
 }
@@ -74,30 +73,60 @@ fn check_ref(r: &str) -> Option<String> {
     }
 }
 
+/// What is wrong with the README's rows for the catalogue: a check without a row, with two, or
+/// with a row that says other than the catalogue; a catalogue entry naming no control, or a
+/// control that does not exist or is never run.
+fn readme_errors(readme: &str) -> Vec<String> {
+    let rows = rows(readme);
+    let mut problems = Vec::new();
+    for d in CATALOGUE.iter() {
+        let want = format!("| `{}` | {} | {} |", d.id, d.proves, d.controls);
+        let mine: Vec<&(String, String)> = rows.iter().filter(|(i, _)| i == d.id).collect();
+        match mine.as_slice() {
+            [(_, row)] if *row == want => {}
+            [(_, row)] => problems.push(format!(
+                "{}: the README row differs from the catalogue (harness/src/checks/catalogue.rs)
+  README:    {row}
+  catalogue: {want}",
+                d.id
+            )),
+            [] => problems.push(format!(
+                "{}: no row in the README's check tables; the catalogue's row is
+  {want}",
+                d.id
+            )),
+            _ => problems.push(format!("{}: {} rows in the README", d.id, mine.len())),
+        }
+        let rs = refs(d.controls);
+        if rs.is_empty() {
+            problems.push(format!("{}: the catalogue names no control", d.id));
+        }
+        problems.extend(rs.iter().filter_map(|r| check_ref(r)));
+    }
+    problems
+}
+
 #[test]
 fn every_check_has_one_row_with_controls_that_exist() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let rows = rows(&readme);
-    let mut problems = Vec::new();
-    for id in STATIC_IDS.iter().chain(guest::IDS.iter()) {
-        let mine: Vec<&(String, String)> = rows.iter().filter(|(i, _)| i == id).collect();
-        match mine.as_slice() {
-            [(_, cell)] => {
-                let rs = refs(cell);
-                if rs.is_empty() {
-                    problems.push(format!("{id}: the README row names no control"));
-                }
-                problems.extend(rs.iter().filter_map(|r| check_ref(r)));
-            }
-            [] => problems.push(format!("{id}: no row in the README's check tables")),
-            _ => problems.push(format!("{id}: {} rows in the README", mine.len())),
-        }
-    }
+    let problems = readme_errors(&readme);
     assert!(
         problems.is_empty(),
-        "README check tables:\n{}",
-        problems.join("\n")
+        "README check tables:
+{}",
+        problems.join(
+            "
+"
+        )
     );
+    // Every kind has its table.
+    for kind in [Kind::Static, Kind::Guest, Kind::Gate] {
+        let row = &catalogue::readme_rows(kind)[0];
+        assert!(
+            readme.contains(row.as_str()),
+            "no README table for {kind:?}"
+        );
+    }
 }
 
 /// The controls of the tidy check itself: a missing file, a missing function and a row without
@@ -111,11 +140,34 @@ fn tidy_reports_what_is_wrong() {
     // Defined once and never called nor marked #[test]: not a control.
     let lone = ["harness/tests/tidy.rs::never", "_run"].concat();
     assert!(check_ref(&lone).is_some());
-    let table = "| `kconfig.btf` | proves | nothing named |\n| `vmlinux.btf` | p | `scenarios/static/no-btf.yaml` |";
-    let r = rows(table);
-    assert_eq!(r.len(), 2, "{r:?}");
-    assert!(refs(&r[0].1).is_empty());
-    assert_eq!(refs(&r[1].1), vec!["scenarios/static/no-btf.yaml"]);
+    assert!(refs("nothing named").is_empty());
+    assert_eq!(
+        refs("`scenarios/static/no-btf.yaml` (a note)"),
+        vec!["scenarios/static/no-btf.yaml"]
+    );
+    // A README whose kconfig.btf row says something else, and which lacks the other rows.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let kconfig = &catalogue::readme_rows(Kind::Static)[0];
+    let edited = readme.replace(
+        kconfig.as_str(),
+        "| `kconfig.btf` | proves | nothing named |",
+    );
+    let errs = readme_errors(&edited);
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("kconfig.btf: the README row differs")),
+        "{errs:?}"
+    );
+    let errs = readme_errors("| `kconfig.btf` | p | c |\n| `kconfig.btf` | p | c |\n");
+    assert!(
+        errs.iter()
+            .any(|e| e == "kconfig.btf: 2 rows in the README"),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.starts_with("vmlinux.btf: no row")),
+        "{errs:?}"
+    );
 }
 
 /// Text files of the repository (sources, docs, scenarios, CI), skipping build output and git.

@@ -41,24 +41,16 @@ pub struct Prepared {
     pub missing: Vec<String>,
 }
 
-pub const BOOT: &str = "guest.boot";
-pub const BTF_VMLINUX: &str = "guest.btf_vmlinux";
-pub const BTF_MODULES: &str = "guest.btf_modules";
-pub const BPFTRACE: &str = "guest.bpftrace";
-pub const BPFTOOL: &str = "guest.bpftool";
-pub const CORE: &str = "guest.core";
-pub const DMESG: &str = "guest.dmesg";
+pub use super::catalogue::{
+    GUEST_BOOT as BOOT, GUEST_BPFTOOL as BPFTOOL, GUEST_BPFTRACE as BPFTRACE,
+    GUEST_BTF_MODULES as BTF_MODULES, GUEST_BTF_VMLINUX as BTF_VMLINUX, GUEST_CORE as CORE,
+    GUEST_DMESG as DMESG,
+};
 
-/// Every guest check id, in the order they run.
-pub const IDS: [&str; 7] = [
-    BOOT,
-    BTF_VMLINUX,
-    BTF_MODULES,
-    BPFTRACE,
-    BPFTOOL,
-    CORE,
-    DMESG,
-];
+/// Every guest check id, in the order they are reported (the catalogue's guest checks).
+pub fn ids() -> Vec<&'static str> {
+    super::catalogue::ids(super::catalogue::Kind::Guest)
+}
 
 /// What the steps need besides the machine.
 pub struct Runner<'a> {
@@ -90,7 +82,7 @@ pub const STEPS: [(&str, Step); 6] = [
 pub fn not_booted(e: &RunError) -> Vec<Check> {
     let mut v = vec![Check::fail(BOOT, e.to_string())
         .with_evidence(e.tail().lines().map(str::to_string).collect())];
-    for id in &IDS[1..] {
+    for id in ids().into_iter().skip(1) {
         v.push(Check::fail(id, "not run: the guest did not boot"));
     }
     v

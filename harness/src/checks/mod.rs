@@ -1,5 +1,6 @@
 //! Checks are values: a catalogue id, a status and the evidence a maintainer needs to trust it.
 
+pub mod catalogue;
 pub mod guest;
 pub mod static_;
 
@@ -83,15 +84,10 @@ pub fn settle(mut c: Check) -> Check {
     c
 }
 
-/// The static check ids, in the order they run.
-pub const STATIC_IDS: [&str; 6] = [
-    static_::KCONFIG_BTF,
-    static_::VMLINUX_BTF,
-    static_::MODULES_BTF,
-    static_::MODULES_STRIPPED,
-    static_::MODULES_BTF_BASE,
-    static_::SIZE_BUDGET,
-];
+/// The static check ids, in the order they run (the catalogue's static checks).
+pub fn static_ids() -> Vec<&'static str> {
+    catalogue::ids(catalogue::Kind::Static)
+}
 
 #[cfg(test)]
 mod tests {

@@ -5,12 +5,9 @@ use super::Check;
 use crate::kernel::Kernel;
 use crate::size::{grouped, Breakdown};
 
-pub const KCONFIG_BTF: &str = "kconfig.btf";
-pub const VMLINUX_BTF: &str = "vmlinux.btf";
-pub const MODULES_BTF: &str = "modules.btf";
-pub const MODULES_STRIPPED: &str = "modules.stripped";
-pub const MODULES_BTF_BASE: &str = "modules.btf_base";
-pub const SIZE_BUDGET: &str = "size.budget";
+pub use super::catalogue::{
+    KCONFIG_BTF, MODULES_BTF, MODULES_BTF_BASE, MODULES_STRIPPED, SIZE_BUDGET, VMLINUX_BTF,
+};
 
 /// How many offenders a failing check names before summarizing.
 const SHOW: usize = 10;
@@ -49,8 +46,8 @@ fn run_unsettled(id: &str, k: &Kernel, p: &StaticParams) -> Option<Check> {
 
 /// Runs every static check in catalogue order.
 pub fn run_all(k: &Kernel, p: &StaticParams) -> Vec<Check> {
-    super::STATIC_IDS
-        .iter()
+    super::static_ids()
+        .into_iter()
         .filter_map(|id| run(id, k, p))
         .collect()
 }

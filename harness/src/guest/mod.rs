@@ -244,8 +244,9 @@ pub fn verify(
     }
     let mut checks: Vec<Check> = checks.into_iter().map(crate::checks::settle).collect();
     // Report in catalogue order, whatever order they ran in.
+    let order = gc::ids();
     checks.sort_by_key(|c| {
-        gc::IDS
+        order
             .iter()
             .position(|id| *id == c.id)
             .unwrap_or(usize::MAX)

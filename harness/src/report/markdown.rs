@@ -151,6 +151,10 @@ fn checks_table(out: &mut String, checks: &[Check]) {
         if n > EVIDENCE_MAX {
             let _ = write!(body, "\n… {} more", n - EVIDENCE_MAX);
         }
+        if let Some(d) = crate::checks::catalogue::def(c.id) {
+            // The catalogue's own Markdown: what the check would have proved by passing.
+            let _ = writeln!(out, "A PASS proves: {}.\n", d.proves);
+        }
         let fence = "`".repeat(longest_run(&body, '`').max(2) + 1);
         let _ = writeln!(out, "{fence}text\n{body}\n{fence}\n\n</details>\n");
     }
@@ -476,6 +480,7 @@ pub(crate) mod tests {
                 "### ❌ linux-image-amd64 6.1.0-21",
                 "| `vmlinux.btf` | ❌ fail | no .BTF section \\| stripped &lt;by&gt; R&amp;D |",
                 "<details><summary>vmlinux.btf: 2 lines of evidence</summary>",
+                "A PASS proves: the vmlinux inside the bzImage",
                 // The evidence's own ``` cannot close the block: the fence is longer.
                 "````text\nboot/vmlinuz-6.1.0-21",
                 "</details> inside\n````\n\n</details>",

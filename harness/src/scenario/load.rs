@@ -219,6 +219,37 @@ mod tests {
         );
     }
 
+    /// The schema's check ids are the catalogue's static and guest checks, in its order.
+    #[test]
+    fn the_schema_knows_every_check_of_the_catalogue() {
+        use crate::checks::catalogue::{ids, Kind};
+        let all: Vec<&str> = ids(Kind::Static)
+            .into_iter()
+            .chain(ids(Kind::Guest))
+            .collect();
+        let body: String = all
+            .iter()
+            .map(|id| match *id {
+                "size.budget" => format!("  {id}: {{ budget: 2MiB }}\n"),
+                _ => format!("  {id}: {{}}\n"),
+            })
+            .collect();
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "targets.yaml", TARGETS);
+        let text = format!("targets: [t1]\nexpect: pass\nchecks:\n{body}");
+        write(d.path(), "runtime/all.yaml", &text);
+        let s = load(d.path()).unwrap();
+        let listed: Vec<&str> = s.scenarios[0]
+            .scenario
+            .checks
+            .listed()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(listed, all);
+        assert!(s.scenarios[0].scenario.checks.boots());
+    }
+
     #[test]
     fn unknown_key_names_file_line_column() {
         let e = one_error("targets: [t1]\nexpect: pass\nchecks:\n  kconfig.btf: {}\nbogus: 1\n");

@@ -119,25 +119,29 @@ impl Checks {
                 }
             };
         }
-        add!(kconfig_btf, "kconfig.btf");
-        add!(vmlinux_btf, "vmlinux.btf");
-        add!(modules_btf, "modules.btf");
-        add!(modules_stripped, "modules.stripped");
-        add!(modules_btf_base, "modules.btf_base");
-        add!(size_budget, "size.budget");
-        add!(guest_boot, "guest.boot");
-        add!(guest_btf_vmlinux, "guest.btf_vmlinux");
-        add!(guest_btf_modules, "guest.btf_modules");
-        add!(guest_bpftrace, "guest.bpftrace");
-        add!(guest_bpftool, "guest.bpftool");
-        add!(guest_core, "guest.core");
-        add!(guest_dmesg, "guest.dmesg");
+        use crate::checks::catalogue as c;
+        add!(kconfig_btf, c::KCONFIG_BTF);
+        add!(vmlinux_btf, c::VMLINUX_BTF);
+        add!(modules_btf, c::MODULES_BTF);
+        add!(modules_stripped, c::MODULES_STRIPPED);
+        add!(modules_btf_base, c::MODULES_BTF_BASE);
+        add!(size_budget, c::SIZE_BUDGET);
+        add!(guest_boot, c::GUEST_BOOT);
+        add!(guest_btf_vmlinux, c::GUEST_BTF_VMLINUX);
+        add!(guest_btf_modules, c::GUEST_BTF_MODULES);
+        add!(guest_bpftrace, c::GUEST_BPFTRACE);
+        add!(guest_bpftool, c::GUEST_BPFTOOL);
+        add!(guest_core, c::GUEST_CORE);
+        add!(guest_dmesg, c::GUEST_DMESG);
         v
     }
 
     /// Whether any runtime (guest.*) check is listed: the trial boots.
     pub fn boots(&self) -> bool {
-        self.listed().iter().any(|(id, _)| id.starts_with("guest."))
+        self.listed().iter().any(|(id, _)| {
+            crate::checks::catalogue::def(id).map(|d| d.kind)
+                == Some(crate::checks::catalogue::Kind::Guest)
+        })
     }
 }
 
