@@ -78,11 +78,11 @@ impl BuildSpec {
     }
 
     /// sha256 over the recipe version, the source's identity, the base and every fragment.
-    pub fn key(&self) -> Result<String, String> {
+    pub fn key(&self) -> crate::Result<String> {
         let mut h = Sha256::new();
         h.update(RECIPE_VERSION.as_bytes());
         let src = std::fs::metadata(&self.source)
-            .map_err(|e| format!("linux source {}: {e}", self.source.display()))?;
+            .map_err(|e| crate::Error::io(&self.source, "linux source", e))?;
         // The tarball's path, size and mtime identify a packaged source cheaply.
         let mtime = src
             .modified()
@@ -94,27 +94,26 @@ impl BuildSpec {
         let base_file = Path::new(&self.base);
         if base_file.is_file() {
             h.update(
-                std::fs::read(base_file).map_err(|e| format!("base config {}: {e}", self.base))?,
+                std::fs::read(base_file)
+                    .map_err(|e| crate::Error::io(base_file, "base config", e))?,
             );
         } else {
             h.update(self.base.as_bytes());
         }
         for f in self.fragment_paths() {
-            h.update(
-                std::fs::read(&f).map_err(|e| format!("config fragment {}: {e}", f.display()))?,
-            );
+            h.update(std::fs::read(&f).map_err(|e| crate::Error::io(&f, "config fragment", e))?);
         }
         h.update(self.flavor.as_bytes());
         Ok(hex::encode(h.finalize()))
     }
 
     /// Where this build's packages are in the btfgate cache.
-    pub fn outputs(&self) -> Result<Outputs, String> {
+    pub fn outputs(&self) -> crate::Result<Outputs> {
         self.outputs_in(&cache_dir())
     }
 
     /// Where this build's packages are in the cache `cache`.
-    pub fn outputs_in(&self, cache: &Path) -> Result<Outputs, String> {
+    pub fn outputs_in(&self, cache: &Path) -> crate::Result<Outputs> {
         let key = self.key()?;
         let dir = cache.join("builds").join(&key[..24]);
         Ok(Outputs {

@@ -172,21 +172,21 @@ impl Codec {
     /// (gzip -9, xz -6, zstd -19, lz4 -l -9). Used to price BTF: standalone compression of the
     /// `.BTF` bytes matches the measured growth of a vmlinuz within a few percent (measured on
     /// Debian 6.1 and tiny kernels built with BTF on and off).
-    pub fn compressed_len(self, data: &[u8]) -> Result<u64, String> {
+    pub fn compressed_len(self, data: &[u8]) -> crate::Result<u64> {
         let mut sink = CountingSink(0);
         self.compress_into(data, &mut sink, false)?;
         Ok(sink.0)
     }
 
     /// Compresses `data` into a buffer (`fast`: lowest preset, for making test inputs).
-    pub fn compress(self, data: &[u8], fast: bool) -> Result<Vec<u8>, String> {
+    pub fn compress(self, data: &[u8], fast: bool) -> crate::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(data.len() / 3);
         self.compress_into(data, &mut out, fast)?;
         Ok(out)
     }
 
     /// Writes `data` compressed with this codec (the kernel's settings unless `fast`) to `w`.
-    pub fn compress_into(self, data: &[u8], mut w: impl Write, fast: bool) -> Result<(), String> {
+    pub fn compress_into(self, data: &[u8], mut w: impl Write, fast: bool) -> crate::Result<()> {
         match self {
             Codec::None => w.write_all(data),
             Codec::Gzip => {
@@ -226,10 +226,13 @@ impl Codec {
                 })
             }
             Codec::Bzip2 | Codec::Lzma | Codec::Lzo => {
-                return Err(format!("unsupported compression {}", self.name()))
+                return Err(crate::Error::failed(
+                    "compress",
+                    format!("unsupported compression {}", self.name()),
+                ))
             }
         }
-        .map_err(|e| format!("{} compression failed: {e}", self.name()))
+        .map_err(|e| crate::Error::failed("compress", format!("{} failed: {e}", self.name())))
     }
 }
 

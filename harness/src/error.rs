@@ -39,6 +39,14 @@ pub enum Error {
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// A text file (a scenario, a targets file) is wrong at a line and column.
+    #[error("{}:{line}:{column}: {msg}", file.display())]
+    At {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        msg: String,
+    },
     /// A step btfgate runs (a build, a boot, a host tool, an argument) did not succeed.
     #[error("{phase}: {msg}")]
     Failed { phase: &'static str, msg: String },
@@ -90,6 +98,14 @@ impl Error {
             source: Arc::new(source),
         }
     }
+    pub fn at(file: &Path, line: usize, column: usize, msg: impl Into<String>) -> Self {
+        Error::At {
+            file: file.to_path_buf(),
+            line,
+            column,
+            msg: msg.into(),
+        }
+    }
     pub fn failed(phase: &'static str, msg: impl Into<String>) -> Self {
         Error::Failed {
             phase,
@@ -130,12 +146,32 @@ impl Error {
                 phase,
                 msg: format!("{context}: {msg}"),
             },
+            Error::At {
+                file,
+                line,
+                column,
+                msg,
+            } => Error::At {
+                file,
+                line,
+                column,
+                msg: format!("{context}: {msg}"),
+            },
             Error::Process(e) => Error::Failed {
                 phase: "process",
                 msg: format!("{context}: {e}"),
             },
         }
     }
+    /// What went wrong without the phase of a failed step (for a caller that reports it under
+    /// its own file and phase); other errors in full.
+    pub fn into_message(self) -> String {
+        match self {
+            Error::Failed { msg, .. } => msg,
+            other => other.to_string(),
+        }
+    }
+
     /// The phase this error happened in (for reports).
     pub fn phase(&self) -> &'static str {
         match self {
@@ -145,6 +181,7 @@ impl Error {
             | Error::Io { phase, .. }
             | Error::Failed { phase, .. } => phase,
             Error::Process(_) => "process",
+            Error::At { .. } => "parse",
         }
     }
 }

@@ -41,16 +41,20 @@ pub fn junit_schema() -> Result<PathBuf, String> {
 
 /// Marks `trial` ignored when `need` is an error, printing the reason once on stderr: skips
 /// are decided when trials are listed, never by returning Ok at run time.
-pub fn needs<T>(trial: libtest_mimic::Trial, need: &Result<T, String>) -> libtest_mimic::Trial {
+pub fn needs<T, E: std::fmt::Display>(
+    trial: libtest_mimic::Trial,
+    need: &Result<T, E>,
+) -> libtest_mimic::Trial {
     match need {
         Ok(_) => trial,
         Err(reason) => {
+            let reason = reason.to_string();
             use std::sync::Mutex;
             static SHOWN: Mutex<Vec<String>> = Mutex::new(Vec::new());
             if let Ok(mut shown) = SHOWN.lock() {
-                if !shown.contains(reason) {
+                if !shown.contains(&reason) {
                     eprintln!("ignored: {reason}");
-                    shown.push(reason.clone());
+                    shown.push(reason);
                 }
             }
             trial.with_ignored_flag(true)

@@ -20,10 +20,10 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// Hex sha256 of a file that does not change while it is read (a host tool, a package in the
 /// cache): remembered for the process by path, inode, size and mtime, so that a test binary's
 /// trials hash the ~200 MB of tools and the package once, not once per trial.
-pub fn sha256_file_memo(p: &Path) -> Result<String, String> {
+pub fn sha256_file_memo(p: &Path) -> crate::Result<String> {
     use std::os::unix::fs::MetadataExt;
     static MEMO: Mutex<BTreeMap<FileId, String>> = Mutex::new(BTreeMap::new());
-    let md = std::fs::metadata(p).map_err(|e| format!("read {}: {e}", p.display()))?;
+    let md = std::fs::metadata(p).map_err(|e| crate::Error::io(p, "hash", e))?;
     let id = (
         p.to_path_buf(),
         md.dev(),
@@ -43,14 +43,14 @@ pub fn sha256_file_memo(p: &Path) -> Result<String, String> {
 }
 
 /// Hex sha256 of a file, streamed.
-pub fn sha256_file(p: &Path) -> Result<String, String> {
-    let mut f = File::open(p).map_err(|e| format!("read {}: {e}", p.display()))?;
+pub fn sha256_file(p: &Path) -> crate::Result<String> {
+    let mut f = File::open(p).map_err(|e| crate::Error::io(p, "hash", e))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let k = f
             .read(&mut buf)
-            .map_err(|e| format!("read {}: {e}", p.display()))?;
+            .map_err(|e| crate::Error::io(p, "hash", e))?;
         if k == 0 {
             break;
         }

@@ -166,7 +166,7 @@ pub fn strip_module_signature(ko: &mut Vec<u8>) -> Result<bool, String> {
 /// preset), updating the setup header's `payload_length`.
 pub fn replace_vmlinux(image: &[u8], vmlinux: &[u8]) -> Result<Vec<u8>, String> {
     let p = bzimage::payload(image)?;
-    let mut payload = p.codec.compress(vmlinux, true)?;
+    let mut payload = p.codec.compress(vmlinux, true).map_err(|e| e.to_string())?;
     if p.codec != Codec::Gzip {
         payload.extend_from_slice(&(vmlinux.len() as u32).to_le_bytes());
     }

@@ -74,27 +74,30 @@ impl Flavor {
 
 /// The host kernel package of `flavor` fetched into the cache (`$BTFGATE_PKG_<FLAVOR>` overrides),
 /// or the reason it is unavailable.
-pub fn host_kernel(flavor: Flavor) -> Result<PathBuf, String> {
+pub fn host_kernel(flavor: Flavor) -> crate::Result<PathBuf> {
     let var = format!("BTFGATE_PKG_{}", flavor.name().to_uppercase());
     if let Some(p) = std::env::var_os(&var) {
         return Ok(PathBuf::from(p));
     }
     let marker = flavor.marker();
     let text = std::fs::read_to_string(&marker).map_err(|_| {
-        format!(
+        crate::Error::failed(
+            "fixtures",
+            format!(
             "no {} kernel package fetched ({} missing; run `cargo xtask fetch apt` or set {var})",
             flavor.name(),
             marker.display()
+            ),
         )
     })?;
     let p = PathBuf::from(text.trim());
     if p.is_file() {
         Ok(p)
     } else {
-        Err(format!(
-            "{} names {}, which does not exist",
-            marker.display(),
-            p.display()
+        Err(crate::Error::bad(
+            &marker,
+            "fetch marker",
+            format!("names {}, which does not exist", p.display()),
         ))
     }
 }

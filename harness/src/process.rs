@@ -3,6 +3,9 @@
 //! including Drop, so nothing outlives its owner. Every live group is also registered, so an
 //! interrupt (SIGINT, SIGTERM, SIGHUP) kills them all before the program exits
 //! ([`exit_on_interrupt`]).
+//!
+//! One file because: spawning, the registry of live groups and the signal handler that kills
+//! them share one piece of state (the registry), which must stay private to this file.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};

@@ -118,14 +118,17 @@ impl Breakdown {
 }
 
 /// Parses a size such as `2MiB`, `2M`, `1.5 MB`, `300k`, `1048576`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> crate::Result<u64> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| {
-        format!("size {s:?}: expected a number with an optional unit (e.g. 2MiB, 500k)")
+        crate::Error::failed(
+            "size",
+            format!("{s:?}: expected a number with an optional unit (e.g. 2MiB, 500k)"),
+        )
     })?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
@@ -136,8 +139,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
         "gb" => 1e9,
         other => {
-            return Err(format!(
-                "size {s:?}: unknown unit {other:?} (use B, k, KiB, KB, M, MiB, MB, G, GiB, GB)"
+            return Err(crate::Error::failed(
+                "size",
+                format!(
+                    "{s:?}: unknown unit {other:?} (use B, k, KiB, KB, M, MiB, MB, G, GiB, GB)"
+                ),
             ))
         }
     };

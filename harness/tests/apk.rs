@@ -1,6 +1,9 @@
 //! APK v2 reader and writer: the real Alpine fixture (members, identity, signature, entries),
 //! corruption, trust and escape refusals, and a signed write/read round trip (libtest-mimic:
 //! trials needing the shared Alpine data are listed as ignored, with the reason on stderr).
+//!
+//! One file because: cargo builds each `tests/*.rs` as its own binary (a link each); the trials
+//! share the test key and the signed-package builders.
 
 #![allow(clippy::unwrap_used)]
 

@@ -24,6 +24,9 @@
 //! Inputs that found bugs are replayed from `harness/tests/corpus/` (see [`CORPUS`]).
 //! `BTFGATE_CAMPAIGN_SEED` changes the seed, `BTFGATE_CAMPAIGN_SCALE` multiplies the case
 //! counts; a failing case is saved under the target directory and named in the failure.
+//!
+//! One file because: cargo builds each `tests/*.rs` as its own binary; the input sets and the
+//! judge share one case type (builders and mutations are in `campaign/`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -117,8 +120,8 @@ fn tiny_target() -> Result<(PathBuf, ReadOptions), String> {
     use harness::scenario::{load, targets};
     let file = harness::fixtures::workspace_root().join("scenarios/targets.yaml");
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let t = load::parse_targets(&file, &text)?;
-    match targets::resolve(&t, "tiny-btf")? {
+    let t = load::parse_targets(&file, &text).map_err(|e| e.to_string())?;
+    match targets::resolve(&t, "tiny-btf").map_err(|e| e.to_string())? {
         targets::Package::File(p) => Ok((p, targets::read_options(&t, "tiny-btf"))),
         targets::Package::Mix { .. } => Err("tiny-btf is a mix".into()),
     }
@@ -426,7 +429,7 @@ fn judge_error(e: &Error, case: &Case) -> Result<String, String> {
         | Error::Unsupported { file, phase, .. }
         | Error::Untrusted { file, phase, .. }
         | Error::Io { file, phase, .. } => (file, *phase),
-        Error::Failed { .. } | Error::Process(_) => {
+        Error::Failed { .. } | Error::Process(_) | Error::At { .. } => {
             return Err(format!("a bad input failed as a step, naming no file: {e}"))
         }
     };
@@ -1978,6 +1981,7 @@ fn main() {
     let tiny_need = tiny_target().map(|_| ());
     let debian_need = host_kernel(Flavor::Cloud)
         .map(|_| ())
+        .map_err(|e| e.to_string())
         .and(tiny_need.clone());
     let alpine_need = alpine_dir().map(|_| ());
     /// A set's trial name, body and what it needs from this machine.

@@ -3,6 +3,9 @@
 //! cache, concurrent fetches and every refusal, each leaving nothing in the cache; the real
 //! signed Alpine indexes of the shared fixtures are listed and verified through the same code
 //! (libtest-mimic; trials needing the shared Alpine data are ignored at list time when absent).
+//!
+//! One file because: cargo builds each `tests/*.rs` as its own binary; the trials share the
+//! local mirror server and its signed index builders.
 
 #![allow(clippy::unwrap_used)]
 

@@ -450,23 +450,29 @@ fn main() -> std::process::ExitCode {
     // Registered, so an interrupt removes it with the trials' logs.
     let scratch = harness::scratch::tempdir_in(&std::env::temp_dir(), "btfgate-runtime-").unwrap();
     WORK.set(scratch.path().to_path_buf()).unwrap();
-    let tools: Result<(), String> = Recipe::builtin("btf").and_then(|r| {
-        let m = guest::missing_host_tools(&r);
-        if m.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "runtime tools missing: {} (cargo xtask test installs them)",
-                m.iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        }
-    });
+    let tools: Result<(), String> =
+        Recipe::builtin("btf")
+            .map_err(|e| e.to_string())
+            .and_then(|r| {
+                let m = guest::missing_host_tools(&r);
+                if m.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "runtime tools missing: {} (cargo xtask test installs them)",
+                        m.iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }
+            });
     let mut trials = Vec::new();
     for f in Flavor::ALL {
-        let need = host_kernel(f).map(|_| ()).and(tools.clone());
+        let need = host_kernel(f)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+            .and(tools.clone());
         let n = f.name();
         let t = |name: &str, run: fn(Flavor) -> R| {
             needs(Trial::test(format!("{name}::{n}"), move || run(f)), &need)

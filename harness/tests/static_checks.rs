@@ -1,6 +1,9 @@
 //! Static checks on real Debian kernel packages, and every check shown FAILING on a negative
 //! control made from the same real package (libtest-mimic: trials needing a package that is
 //! not fetched are listed as ignored, with the reason on stderr).
+//!
+//! One file because: cargo builds each `tests/*.rs` as its own binary; the controls share the
+//! loaded real kernels (loaded once per binary) and the mutate-then-check helper.
 
 #![allow(clippy::unwrap_used)]
 
@@ -597,6 +600,7 @@ fn expected_failure_that_passes(_: Flavor) -> R {
         "private/gate::debian-cloud",
     )
     .err()
+    .map(|e| e.to_string())
     .ok_or("a passing kernel satisfied expect: fail")?;
     ensure!(err.contains("let a broken kernel through"), "{err}");
     ensure!(
@@ -624,6 +628,7 @@ fn expected_pass_that_fails(_: Flavor) -> R {
         "private/gate::debian-cloud",
     )
     .err()
+    .map(|e| e.to_string())
     .ok_or("an over-budget package passed")?;
     ensure!(
         err.contains("gate.yaml:4: size.budget on debian-cloud: expected pass, seen fail"),
@@ -728,7 +733,7 @@ fn main() -> std::process::ExitCode {
     WORK.set(scratch.path().to_path_buf()).unwrap();
     let mut trials = Vec::new();
     for f in Flavor::ALL {
-        let need = host_kernel(f);
+        let need = host_kernel(f).map_err(|e| e.to_string());
         let n = f.name();
         let t = |name: &str, run: fn(Flavor) -> R| {
             needs(Trial::test(format!("{name}::{n}"), move || run(f)), &need)
@@ -794,7 +799,8 @@ fn main() -> std::process::ExitCode {
     ));
     let both: Result<(), String> = host_kernel(Flavor::Generic)
         .and(host_kernel(Flavor::Cloud))
-        .map(|_| ());
+        .map(|_| ())
+        .map_err(|e| e.to_string());
     trials.push(needs(
         Trial::test("control::cloud_modules_on_generic_vmlinux_fail", || {
             cross_flavour_base(Flavor::Generic, Flavor::Cloud)

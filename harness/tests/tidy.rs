@@ -9,6 +9,9 @@
 //! - The library returns its one error type (no `Result<_, String>` in `harness/src`); no
 //!   file refers to a document that is not in the repository; a source file over 600 lines
 //!   says at its top why it is one file.
+//!
+//! One file because: each rule sits beside its planted violation, and they share the repository
+//! walkers.
 
 #![allow(clippy::unwrap_used)]
 
@@ -462,6 +465,217 @@ fn processes_are_spawned_only_by_the_process_module() {
     assert!(sites.is_empty(), "{}", sites.join("\n"));
 }
 
+/// Files compiled only with the `test-support` feature (`#[cfg(feature = "test-support")]`
+/// before their `mod` line in lib.rs or their parent `mod.rs`): not part of the product.
+fn test_support(files: &[(String, String)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (f, text) in files {
+        let dir = f
+            .rsplit_once('/')
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            let Some(name) = l
+                .trim()
+                .strip_prefix("pub mod ")
+                .or_else(|| l.trim().strip_prefix("mod "))
+                .and_then(|r| r.strip_suffix(';'))
+            else {
+                continue;
+            };
+            if i > 0 && lines[i - 1].contains("feature = \"test-support\"") {
+                out.push(format!("{dir}/{name}.rs"));
+                out.push(format!("{dir}/{name}/"));
+            }
+        }
+    }
+    out
+}
+
+/// `Result<_, String>` in library code (comments and `#[cfg(test)]` modules left out):
+/// file:line of each. The library returns its one error type, `harness::Error`.
+fn string_results(files: &[(String, String)]) -> Vec<String> {
+    let skip = test_support(files);
+    let mut out = Vec::new();
+    for (f, text) in files {
+        if skip
+            .iter()
+            .any(|s| f == s || (s.ends_with('/') && f.starts_with(s.as_str())))
+        {
+            continue;
+        }
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        // Join each line with the next few so a type written over several lines is seen.
+        let lines: Vec<&str> = code
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect();
+        for i in 0..lines.len() {
+            let window: String = lines[i..(i + 4).min(lines.len())]
+                .iter()
+                .map(|l| l.trim())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if let Some(at) = window.find("Result<") {
+                // The first line of the window must hold the start of the type.
+                if at >= lines[i].trim().len() {
+                    continue;
+                }
+                // The type arguments at depth 1; the error type is the last non-empty one.
+                let mut depth = 0i32;
+                let mut args = vec![String::new()];
+                for c in window[at + 6..].chars() {
+                    match c {
+                        '<' => depth += 1,
+                        '>' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        ',' if depth == 1 => {
+                            args.push(String::new());
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    if depth >= 1 && !(depth == 1 && c == '<') {
+                        if let Some(a) = args.last_mut() {
+                            a.push(c);
+                        }
+                    }
+                }
+                let err = args.iter().rev().map(|a| a.trim()).find(|a| !a.is_empty());
+                if args.len() >= 2 && err == Some("String") {
+                    out.push(format!("{f}:{}: {}", i + 1, lines[i].trim()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The library returns one error type: no `Result<_, String>` outside test support.
+#[test]
+fn the_library_returns_its_one_error_type() {
+    let files = sources("harness/src");
+    let skip = test_support(&files);
+    assert!(
+        skip.contains(&"harness/src/fixtures.rs".to_string()),
+        "{skip:?}"
+    );
+    let hits = string_results(&files);
+    assert!(hits.is_empty(), "{}", hits.join("\n"));
+}
+
+/// Markdown documents a file refers to (a capitalised name ending in .md, with or without a
+/// path, or any such name reached through a parent directory) that are not in the
+/// repository: file:line and the name.
+fn missing_documents(files: &[(String, String)], exists: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for (f, text) in files {
+        for (n, l) in text.lines().enumerate() {
+            for (at, _) in l.match_indices(".md") {
+                let after = l[at + 3..].chars().next();
+                if after.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    continue;
+                }
+                let start = l[..at]
+                    .rfind(|c: char| !(c.is_alphanumeric() || "_-./".contains(c)))
+                    .map(|i| i + 1)
+                    .unwrap_or(0);
+                let name = &l[start..at + 3];
+                let bare = name.trim_start_matches("./");
+                // A document is named in capitals (README.md) or reached outside the tree
+                // through a parent directory; lower-case names are files btfgate writes (report.md).
+                let base = bare.rsplit('/').next().unwrap_or(bare);
+                let document =
+                    base.starts_with(|c: char| c.is_ascii_uppercase()) || bare.starts_with("../");
+                if !document {
+                    continue;
+                }
+                if !exists(bare) {
+                    out.push(format!("{f}:{}: {name}", n + 1));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// No file refers to a Markdown document that is not in the repository (by its path from the
+/// root, or by a name some document of the repository has).
+#[test]
+fn no_reference_to_a_document_outside_the_repository() {
+    let mut paths = Vec::new();
+    repo_text_files(root(), &mut paths);
+    let docs: Vec<String> = paths
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .map(|p| {
+            p.strip_prefix(root())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert!(docs.iter().any(|d| d == "ARCHITECTURE.md"), "{docs:?}");
+    let files: Vec<(String, String)> = paths
+        .iter()
+        .map(|p| {
+            (
+                p.strip_prefix(root())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+                std::fs::read_to_string(p).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let exists = |name: &str| {
+        docs.iter().any(|d| {
+            d == name || d.rsplit('/').next() == Some(name) || d.ends_with(&format!("/{name}"))
+        })
+    };
+    let hits = missing_documents(&files, &exists);
+    assert!(hits.is_empty(), "{}", hits.join("\n"));
+}
+
+/// Lines past which a source file must say at its top why it is one file.
+const LONG: usize = 600;
+
+/// Source files over [`LONG`] lines whose first 30 lines do not say why they are long
+/// (a comment with "one file because").
+fn long_without_reason(files: &[(String, String)]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(_, t)| t.lines().count() > LONG)
+        .filter(|(_, t)| {
+            !t.lines().take(30).any(|l| {
+                l.trim_start().starts_with("//") && l.to_lowercase().contains("one file because")
+            })
+        })
+        .map(|(f, t)| {
+            format!(
+                "{f}: {} lines, and its top does not say why it is one file",
+                t.lines().count()
+            )
+        })
+        .collect()
+}
+
+/// No source file over 600 lines without a reason written at its top.
+#[test]
+fn long_files_say_why() {
+    let files: Vec<(String, String)> = ["harness/src", "xtask/src", "harness/tests", "xtask/tests"]
+        .iter()
+        .flat_map(|d| sources(d))
+        .collect();
+    let hits = long_without_reason(&files);
+    assert!(hits.is_empty(), "{}", hits.join("\n"));
+}
+
 /// The house rules fail on planted violations, naming file and line.
 #[test]
 fn house_rules_fail_on_planted_violations() {
@@ -512,4 +726,39 @@ fn house_rules_fail_on_planted_violations() {
     )]);
     assert_eq!(sites.len(), 1, "{sites:?}");
     assert!(sites[0].starts_with("x/src/a.rs:2:"), "{sites:?}");
+    // A `Result<_, String>`, also over two lines; none in test support or a test module.
+    let lib = [
+        f(
+            "x/src/lib.rs",
+            "pub mod a;\n#[cfg(feature = \"test-support\")]\npub mod fx;\n",
+        ),
+        f(
+            "x/src/a.rs",
+            "pub fn ok() -> Result<u8, Error> { todo!() }\npub fn p() -> Result<Vec<u8>, String> {\n}\nfn q(\n) -> Result<\n    u8,\n    String,\n> {}\n#[cfg(test)]\nmod tests {\n    fn t() -> Result<(), String> {}\n}\n",
+        ),
+        f("x/src/fx.rs", "pub fn t() -> Result<(), String> { Ok(()) }\n"),
+    ];
+    let hits = string_results(&lib);
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert!(hits[0].starts_with("x/src/a.rs:2:"), "{hits:?}");
+    assert!(hits[1].starts_with("x/src/a.rs:5:"), "{hits:?}");
+    // A document that is not in the repository.
+    let planted = ["..", "/shared", "/docs/", "NOTES", ".md"].concat();
+    let docs = missing_documents(
+        &[f(
+            "README.md",
+            &format!("see ARCHITECTURE.md\nand {planted}\n"),
+        )],
+        &|n| n == "ARCHITECTURE.md",
+    );
+    assert_eq!(docs, vec![format!("README.md:2: {planted}")]);
+    // A long file without its reason, and one with it.
+    let long = "fn x() {}\n".repeat(LONG + 1);
+    let why = format!("//! One file because: the reader is one state machine.\n{long}");
+    let hits = long_without_reason(&[f("x/src/long.rs", &long), f("x/src/why.rs", &why)]);
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(
+        hits[0].starts_with(&format!("x/src/long.rs: {} lines", LONG + 1)),
+        "{hits:?}"
+    );
 }

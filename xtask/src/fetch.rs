@@ -81,8 +81,9 @@ impl MirrorArgs {
             repo: self.repo.clone(),
             arch: self.arch.clone(),
         };
-        repo.validate()
-            .map_err(|e| harness::Error::bad(Path::new(&self.mirror), "fetch alpine", e))?;
+        repo.validate().map_err(|e| {
+            harness::Error::bad(Path::new(&self.mirror), "fetch alpine", e.into_message())
+        })?;
         if !keys_dir.is_dir() {
             return Err(harness::Error::bad(
                 keys_dir,

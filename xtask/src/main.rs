@@ -96,7 +96,7 @@ pub struct CheckOpts {
     allow_untrusted: bool,
 }
 
-pub fn parse_budget(s: &str) -> Result<u64, String> {
+pub fn parse_budget(s: &str) -> harness::Result<u64> {
     harness::size::parse_size(s)
 }
 

@@ -1,6 +1,9 @@
 //! The command line contract of `cargo xtask inspect`, `compare` and `verify --static-only`:
 //! exit codes 0 / 1 / 2, the JSON shape, error messages that name the file and the phase, and
 //! the report files (a real Debian kernel bump, and a built pair where BTF is off in NEW).
+//!
+//! One file because: cargo builds each `tests/*.rs` as its own binary; the trials share the
+//! built xtask, the process helpers and the target packages.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -122,7 +125,7 @@ fn bad_input_exits_2() -> R {
 fn target(name: &str) -> Result<PathBuf, String> {
     use harness::scenario::{load, targets};
     let suite = load::load(&load::scenarios_dir()).map_err(|e| e.join("; "))?;
-    match targets::resolve(&suite.targets, name)? {
+    match targets::resolve(&suite.targets, name).map_err(|e| e.to_string())? {
         targets::Package::File(p) => Ok(p),
         targets::Package::Mix { .. } => Err(format!("target {name} is a mix")),
     }
@@ -845,8 +848,9 @@ fn main() -> std::process::ExitCode {
         if m.is_empty() {
             Ok(p)
         } else {
-            Err(format!(
-                "runtime tools missing: {m:?} (cargo xtask test installs them)"
+            Err(harness::Error::failed(
+                "runtime tools",
+                format!("missing: {m:?} (cargo xtask test installs them)"),
             ))
         }
     });

@@ -35,11 +35,12 @@ impl Default for Repo {
 
 impl Repo {
     /// Refuses a branch, repo or arch that is not a plain path component.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> crate::Result<()> {
         let b = &self.branch;
         if !(b == "latest-stable" || b == "edge" || valid_release(b)) {
-            return Err(format!(
-                "branch {b:?}: expected latest-stable, edge or vX.Y (e.g. v3.21)"
+            return Err(crate::Error::failed(
+                "alpine repository",
+                format!("branch {b:?}: expected latest-stable, edge or vX.Y (e.g. v3.21)"),
             ));
         }
         for (what, v) in [("repo", &self.repo), ("arch", &self.arch)] {
@@ -48,8 +49,9 @@ impl Repo {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
-                return Err(format!(
-                    "{what} {v:?}: expected a name such as main or x86_64"
+                return Err(crate::Error::failed(
+                    "alpine repository",
+                    format!("{what} {v:?}: expected a name such as main or x86_64"),
                 ));
             }
         }

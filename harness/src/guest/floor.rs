@@ -43,7 +43,8 @@ pub fn boot_floor(
             Source::Bytes(b"#!/bin/busybox sh\n/bin/busybox reboot -f\n".to_vec()),
         ),
     ];
-    let initrd = image::build(nodes, &crate::paths::cache_dir().join("images"))?;
+    let initrd = image::build(nodes, &crate::paths::cache_dir().join("images"))
+        .map_err(|e| e.to_string())?;
     let spec = Spec {
         accel,
         boot,

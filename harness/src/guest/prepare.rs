@@ -39,7 +39,7 @@ pub(super) fn unpack(k: &Kernel, order: &[&Module], opts: &ReadOptions) -> Resul
     let pkg_key = if k.source.is_dir() {
         hex::encode(Sha256::digest(k.source.to_string_lossy().as_bytes()))
     } else {
-        crate::hash::sha256_file_memo(&k.source)?
+        crate::hash::sha256_file_memo(&k.source).map_err(|e| e.to_string())?
     };
     let mut h = Sha256::new();
     for m in order {
@@ -114,7 +114,7 @@ pub fn prepare(
         .clone();
     let bz = dir.join(&img_rel);
     let boot = pvh_or_bzimage(k, &bz, &dir)?;
-    let mut nodes = recipe.nodes()?;
+    let mut nodes = recipe.nodes().map_err(|e| e.to_string())?;
     let mut dep = String::new();
     for m in &order {
         let rel_in_tree = modules_rel(&m.path);
@@ -136,7 +136,8 @@ pub fn prepare(
         0o644,
         Source::Bytes(dep.into_bytes()),
     ));
-    let initrd = image::build(nodes, &crate::paths::cache_dir().join("images"))?;
+    let initrd = image::build(nodes, &crate::paths::cache_dir().join("images"))
+        .map_err(|e| e.to_string())?;
     Ok(Prepared {
         boot,
         initrd,

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use super::initramfs::{Node, Source};
 
 /// `tool` at its own path, its interpreter, and every library it needs.
-pub fn nodes(tool: &Path) -> Result<Vec<Node>, String> {
+pub fn nodes(tool: &Path) -> crate::Result<Vec<Node>> {
     let tree = lddtree::DependencyAnalyzer::new(PathBuf::from("/"))
         .analyze(tool)
-        .map_err(|e| format!("resolve the libraries of {}: {e}", tool.display()))?;
+        .map_err(|e| crate::Error::bad(tool, "resolve the libraries", e.to_string()))?;
     let rel = |p: &Path| p.to_string_lossy().trim_start_matches('/').to_string();
     let mut out = vec![Node::file(
         &rel(tool),
@@ -22,9 +22,10 @@ pub fn nodes(tool: &Path) -> Result<Vec<Node>, String> {
     }
     for (name, lib) in &tree.libraries {
         if !lib.found() {
-            return Err(format!(
-                "{}: library {name} not found on the host",
-                tool.display()
+            return Err(crate::Error::bad(
+                tool,
+                "resolve the libraries",
+                format!("library {name} not found on the host"),
             ));
         }
         let src = lib.realpath.clone().unwrap_or_else(|| lib.path.clone());

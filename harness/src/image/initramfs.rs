@@ -53,15 +53,15 @@ pub fn normalize(nodes: Vec<Node>) -> Vec<Node> {
     by_path.into_values().collect()
 }
 
-fn read_source(s: &Source) -> Result<Vec<u8>, String> {
+fn read_source(s: &Source) -> crate::Result<Vec<u8>> {
     match s {
         Source::Bytes(b) => Ok(b.clone()),
-        Source::Host(p) => std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display())),
+        Source::Host(p) => std::fs::read(p).map_err(|e| crate::Error::io(p, "initramfs", e)),
     }
 }
 
 /// The content key of an archive: sha256 over (path, mode, sha256 of content) of every node.
-pub fn key(nodes: &[Node]) -> Result<String, String> {
+pub fn key(nodes: &[Node]) -> crate::Result<String> {
     let mut h = Sha256::new();
     for n in nodes {
         match n {
@@ -80,16 +80,16 @@ pub fn key(nodes: &[Node]) -> Result<String, String> {
 }
 
 /// Writes the archive to `out` (through a temporary file renamed at the end).
-pub fn write(nodes: &[Node], out: &Path) -> Result<(), String> {
+pub fn write(nodes: &[Node], out: &Path) -> crate::Result<()> {
     let tmp = out.with_extension(format!("tmp{}", std::process::id()));
     // Removed by an interrupt while it is being written.
     let _scratch = crate::scratch::Scratch::new((), &tmp);
     let result = (|| {
-        let f = File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
+        let f = File::create(&tmp).map_err(|e| crate::Error::io(&tmp, "initramfs", e))?;
         let mut w = BufWriter::new(f);
         let mut dirs: Vec<String> = Vec::new();
         let mut ino = 1u32;
-        let err = |e: std::io::Error| format!("write {}: {e}", tmp.display());
+        let err = |e: std::io::Error| crate::Error::io(&tmp, "initramfs", e);
         for n in nodes {
             // Parent directories first, once.
             let p = Path::new(n.path());
@@ -138,10 +138,10 @@ pub fn write(nodes: &[Node], out: &Path) -> Result<(), String> {
         }
         let w = cpio::newc::trailer(w).map_err(err)?;
         w.into_inner()
-            .map_err(|e| format!("flush {}: {e}", tmp.display()))?
+            .map_err(|e| crate::Error::io(&tmp, "initramfs", e.into_error()))?
             .sync_all()
             .map_err(err)?;
-        std::fs::rename(&tmp, out).map_err(|e| format!("rename {}: {e}", tmp.display()))
+        std::fs::rename(&tmp, out).map_err(|e| crate::Error::io(out, "initramfs", e))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -5,6 +5,7 @@
 pub mod closure;
 pub mod initramfs;
 
+use crate::Error;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -35,16 +36,16 @@ pub struct Recipe {
 
 impl Recipe {
     /// Loads `images/<name>.yaml` from `dir`.
-    pub fn load(path: &Path) -> Result<Recipe, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut r: Recipe =
-            serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> crate::Result<Recipe> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "image recipe", e))?;
+        let mut r: Recipe = serde_saphyr::from_str(&text)
+            .map_err(|e| Error::bad(path, "image recipe", e.to_string()))?;
         r.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok(r)
     }
 
     /// The recipe shipped in the repository's `images/`.
-    pub fn builtin(name: &str) -> Result<Recipe, String> {
+    pub fn builtin(name: &str) -> crate::Result<Recipe> {
         Recipe::load(
             &crate::paths::workspace_root()
                 .join("images")
@@ -62,7 +63,7 @@ impl Recipe {
     }
 
     /// The image's nodes: busybox, tools and their libraries, extra files, the init.
-    pub fn nodes(&self) -> Result<Vec<Node>, String> {
+    pub fn nodes(&self) -> crate::Result<Vec<Node>> {
         let mut nodes = vec![
             Node::file("bin/busybox", 0o755, Source::Host(self.busybox.clone())),
             Node::file("init", 0o755, Source::Host(self.dir.join(&self.init))),
@@ -91,7 +92,7 @@ pub const RECENT: Duration = Duration::from_secs(3600);
 
 /// Builds (or finds in `cache`) the cpio holding `nodes`; returns its path. A hit marks the
 /// image used (mtime); a build then trims the cache ([`trim`]).
-pub fn build(nodes: Vec<Node>, cache: &Path) -> Result<PathBuf, String> {
+pub fn build(nodes: Vec<Node>, cache: &Path) -> crate::Result<PathBuf> {
     let nodes = initramfs::normalize(nodes);
     let key = initramfs::key(&nodes)?;
     let out = cache.join(format!("{key}.cpio"));
@@ -100,10 +101,10 @@ pub fn build(nodes: Vec<Node>, cache: &Path) -> Result<PathBuf, String> {
         let _ = mark_used(&out);
         return Ok(out);
     }
-    std::fs::create_dir_all(cache).map_err(|e| format!("create {}: {e}", cache.display()))?;
+    std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, "image cache", e))?;
     initramfs::write(&nodes, &out)?;
     let keep = match std::env::var("BTFGATE_IMAGES_MAX") {
-        Ok(v) => crate::size::parse_size(&v).map_err(|e| format!("$BTFGATE_IMAGES_MAX: {e}"))?,
+        Ok(v) => crate::size::parse_size(&v).map_err(|e| e.context("$BTFGATE_IMAGES_MAX"))?,
         Err(_) => DEFAULT_KEEP,
     };
     trim(cache, &out, keep, RECENT)?;
@@ -124,8 +125,8 @@ pub fn trim(
     current: &Path,
     keep: u64,
     recent: Duration,
-) -> Result<Vec<PathBuf>, String> {
-    let err = |e: std::io::Error| format!("trim the image cache {}: {e}", cache.display());
+) -> crate::Result<Vec<PathBuf>> {
+    let err = |e: std::io::Error| Error::io(cache, "trim the image cache", e);
     let now = SystemTime::now();
     let mut images: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
     for e in std::fs::read_dir(cache).map_err(err)? {
@@ -153,7 +154,7 @@ pub fn trim(
             Ok(()) => {}
             // Another run trimmed it first.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("remove {}: {e}", p.display())),
+            Err(e) => return Err(Error::io(&p, "trim the image cache", e)),
         }
         total -= len;
         removed.push(p);

@@ -395,7 +395,10 @@ fn analyse_image(image: Spooled) -> std::result::Result<ImageAnalysis, (&'static
     let has_task_struct = parsed.has_struct("task_struct");
     let base = parsed.as_base();
     drop(parsed);
-    let cost = payload.codec.compressed_len(&bytes);
+    let cost = payload
+        .codec
+        .compressed_len(&bytes)
+        .map_err(|e| e.to_string());
     Ok((
         Ok(info),
         Ok(VmlinuxBtf {

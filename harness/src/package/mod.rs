@@ -1,4 +1,7 @@
 //! Package readers: turn an APK v2, a .deb or a directory into a stream of entries, verified, with metadata.
+//!
+//! One file because: `Visitor`, `Entry`, path sanitizing and the tar walker are the one
+//! contract every reader (apk, deb, dir) and the extractor share; the readers are beside it.
 
 pub mod apk;
 pub mod apkindex;

@@ -1,6 +1,7 @@
 //! Finding and reading scenario files: every error names `file:line:column`. Zero scenarios,
 //! an unknown key or check id, or an unknown target fails the run.
 
+use crate::Error;
 use std::path::{Path, PathBuf};
 
 use super::model::{Expect, Scenario, TargetsFile};
@@ -30,29 +31,29 @@ pub fn scenarios_dir() -> PathBuf {
         .unwrap_or_else(|| crate::paths::workspace_root().join("scenarios"))
 }
 
-fn located(file: &Path, e: &serde_saphyr::Error) -> String {
+fn located(file: &Path, e: &serde_saphyr::Error) -> Error {
     let text = e.to_string();
     let first = text.lines().next().unwrap_or("").trim();
     match e.location() {
-        Some(l) => format!("{}:{}:{}: {first}", file.display(), l.line(), l.column()),
-        None => format!("{}: {first}", file.display()),
+        Some(l) => Error::at(file, l.line() as usize, l.column() as usize, first),
+        None => Error::bad(file, "scenario", first),
     }
 }
 
 /// Parses `text` (the content of `file`) as a scenario.
-pub fn parse_scenario(file: &Path, text: &str) -> Result<Scenario, String> {
+pub fn parse_scenario(file: &Path, text: &str) -> crate::Result<Scenario> {
     serde_saphyr::from_str::<Scenario>(text).map_err(|e| located(file, &e))
 }
 
 /// Parses a targets file.
-pub fn parse_targets(file: &Path, text: &str) -> Result<TargetsFile, String> {
+pub fn parse_targets(file: &Path, text: &str) -> crate::Result<TargetsFile> {
     serde_saphyr::from_str::<TargetsFile>(text).map_err(|e| located(file, &e))
 }
 
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> crate::Result<()> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, "scenarios", e))?;
     for e in rd {
-        let p = e.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+        let p = e.map_err(|e| Error::io(dir, "scenarios", e))?.path();
         if p.is_dir() {
             yaml_files(&p, out)?;
         } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
@@ -73,18 +74,18 @@ pub fn load(dir: &Path) -> Result<Suite, Vec<String>> {
         crate::paths::workspace_root().join("scenarios/targets.yaml")
     };
     let targets = std::fs::read_to_string(&targets_file)
-        .map_err(|e| format!("{}: {e}", targets_file.display()))
+        .map_err(|e| Error::io(&targets_file, "targets", e))
         .and_then(|t| parse_targets(&targets_file, &t));
     let targets = match targets {
         Ok(t) => Some(t),
         Err(e) => {
-            errors.push(e);
+            errors.push(e.to_string());
             None
         }
     };
     let mut files = Vec::new();
     if let Err(e) = yaml_files(dir, &mut files) {
-        errors.push(e);
+        errors.push(e.to_string());
     }
     files.retain(|f| f.file_name().is_none_or(|n| n != "targets.yaml"));
     files.sort();
@@ -106,7 +107,7 @@ pub fn load(dir: &Path) -> Result<Suite, Vec<String>> {
         let sc = match parse_scenario(&file, &text) {
             Ok(s) => s,
             Err(e) => {
-                errors.push(e);
+                errors.push(e.to_string());
                 continue;
             }
         };

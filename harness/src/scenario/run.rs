@@ -15,7 +15,7 @@ use crate::image::Recipe;
 use crate::kernel::Kernel;
 use crate::qemu::args::Accel;
 
-type Shared = Arc<OnceLock<Result<Arc<Kernel>, String>>>;
+type Shared = Arc<OnceLock<crate::Result<Arc<Kernel>>>>;
 
 /// Kernels loaded once per target and shared by that target's trials (read-only).
 #[derive(Default)]
@@ -24,17 +24,18 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    pub fn get(&self, suite: &Suite, target: &str) -> Result<Arc<Kernel>, String> {
+    pub fn get(&self, suite: &Suite, target: &str) -> crate::Result<Arc<Kernel>> {
         let cell = {
-            let mut m = self.map.lock().map_err(|_| "kernel cache poisoned")?;
+            let mut m = self
+                .map
+                .lock()
+                .map_err(|_| crate::Error::failed("scenario", "kernel cache poisoned"))?;
             m.entry(target.to_string()).or_default().clone()
         };
         cell.get_or_init(|| {
             let opts = targets::read_options(&suite.targets, target);
             let pkg = targets::resolve(&suite.targets, target)?.materialize()?;
-            Kernel::load(&pkg, &opts)
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
+            Kernel::load(&pkg, &opts).map(Arc::new)
         })
         .clone()
     }
@@ -59,7 +60,7 @@ pub fn run(
     target: &str,
     kernels: &Kernels,
     trial_name: &str,
-) -> Result<(), String> {
+) -> crate::Result<()> {
     let k = kernels.get(suite, target)?;
     let s = &sc.scenario;
     let c = &s.checks;
@@ -67,10 +68,11 @@ pub fn run(
     let mut params = static_::StaticParams::default();
     if let Some(b) = &c.size_budget {
         params.budget = crate::size::parse_size(&b.value.budget).map_err(|e| {
-            format!(
-                "{}:{}: size.budget: {e}",
-                sc.file.display(),
-                b.referenced.line()
+            crate::Error::at(
+                &sc.file,
+                b.referenced.line() as usize,
+                b.referenced.column() as usize,
+                format!("size.budget: {e}"),
             )
         })?;
     }
@@ -111,7 +113,8 @@ pub fn run(
         let opts = targets::read_options(&suite.targets, target);
         let report = {
             let _one_vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-            guest::verify(&k, &recipe, &p, &opts, &dir)?
+            guest::verify(&k, &recipe, &p, &opts, &dir)
+                .map_err(|e| crate::Error::failed("guest", e))?
         };
         tail = report.console_tail.clone();
         transcript = Some(report.transcript.clone());
@@ -185,5 +188,5 @@ pub fn run(
     msg.push_str(&format!(
         "\nrerun: {env}cargo test -p harness --test scenarios -- --exact '{trial_name}'"
     ));
-    Err(msg)
+    Err(crate::Error::failed("scenario", msg))
 }

@@ -1,6 +1,7 @@
 //! Resolving a target to a package on this machine, or to the reason it cannot run here
 //! (decided when trials are listed).
 
+use crate::Error;
 use std::path::{Path, PathBuf};
 
 use super::model::{Source, TargetsFile};
@@ -36,43 +37,49 @@ pub fn host_is(id: &str) -> bool {
 
 pub use crate::paths::fetched_marker;
 
-fn fetched(name: &str, how: &str) -> Result<PathBuf, String> {
+fn fetched(name: &str, how: &str) -> crate::Result<PathBuf> {
     let m = fetched_marker(name);
     let p = std::fs::read_to_string(&m)
         .map(|t| PathBuf::from(t.trim()))
-        .map_err(|_| format!("{name} is not fetched (run `cargo xtask fetch {how} {name}`; `cargo xtask test` does)"))?;
+        .map_err(|_| Error::failed("target", format!("{name} is not fetched (run `cargo xtask fetch {how} {name}`; `cargo xtask test` does)")))?;
     if p.is_file() {
         Ok(p)
     } else {
-        Err(format!(
-            "{} names {}, which is gone",
-            m.display(),
-            p.display()
+        Err(Error::bad(
+            &m,
+            "fetch marker",
+            format!("names {}, which is gone", p.display()),
         ))
     }
 }
 
 /// Resolves target `name`, or says why it cannot run on this machine.
-pub fn resolve(targets: &TargetsFile, name: &str) -> Result<Package, String> {
+pub fn resolve(targets: &TargetsFile, name: &str) -> crate::Result<Package> {
     resolve_in(targets, name, &cache_dir())
 }
 
 /// [`resolve`] with built packages looked up in the cache `cache`.
-fn resolve_in(targets: &TargetsFile, name: &str, cache: &Path) -> Result<Package, String> {
+fn resolve_in(targets: &TargetsFile, name: &str, cache: &Path) -> crate::Result<Package> {
     let t = targets
         .targets
         .get(name)
-        .ok_or_else(|| format!("unknown target {name:?}"))?;
+        .ok_or_else(|| Error::failed("target", format!("unknown target {name:?}")))?;
     match &t.source {
         Source::Apt(pkg) => {
             if !host_is("debian") {
-                return Err(format!("target {name}: apt sources need a Debian host"));
+                return Err(Error::failed(
+                    "target",
+                    format!("{name}: apt sources need a Debian host"),
+                ));
             }
             fetched(pkg, "apt").map(Package::File)
         }
         Source::Apk(pkg) => {
             if !host_is("alpine") {
-                return Err(format!("target {name}: apk sources need an Alpine host"));
+                return Err(Error::failed(
+                    "target",
+                    format!("{name}: apk sources need an Alpine host"),
+                ));
             }
             fetched(pkg, "apk").map(Package::File)
         }
@@ -80,15 +87,21 @@ fn resolve_in(targets: &TargetsFile, name: &str, cache: &Path) -> Result<Package
             if p.exists() {
                 Ok(Package::File(p.clone()))
             } else {
-                Err(format!("target {name}: {} does not exist", p.display()))
+                Err(Error::failed(
+                    "target",
+                    format!("{name}: {} does not exist", p.display()),
+                ))
             }
         }
         Source::Build(spec) | Source::BuildUnstripped(spec) => {
             let out = spec.outputs_in(cache)?;
             if !out.complete() {
-                return Err(format!(
-                    "target {name}: not built yet ({}; `cargo xtask test` builds every build target)",
-                    build_command(spec)
+                return Err(Error::failed(
+                    "target",
+                    format!(
+                        "{name}: not built yet ({}; `cargo xtask test` builds every build target)",
+                        build_command(spec)
+                    ),
                 ));
             }
             Ok(Package::File(if matches!(t.source, Source::Build(_)) {
@@ -103,8 +116,9 @@ fn resolve_in(targets: &TargetsFile, name: &str, cache: &Path) -> Result<Package
                     path,
                     read: read_options(targets, n),
                 }),
-                Package::Mix { .. } => Err(format!(
-                    "target {name}: a mix cannot take parts from another mix ({n})"
+                Package::Mix { .. } => Err(Error::failed(
+                    "target",
+                    format!("{name}: a mix cannot take parts from another mix ({n})"),
                 )),
             };
             Ok(Package::Mix {
@@ -148,7 +162,7 @@ pub fn read_options(targets: &TargetsFile, name: &str) -> ReadOptions {
 impl Package {
     /// The path to read: the package itself, or the mix assembled once into the cache (each
     /// part extracted with its own read options).
-    pub fn materialize(&self) -> Result<PathBuf, String> {
+    pub fn materialize(&self) -> crate::Result<PathBuf> {
         match self {
             Package::File(p) => Ok(p.clone()),
             Package::Mix { boot, modules } => {
@@ -160,27 +174,28 @@ impl Package {
                 if dir.join(".complete").is_file() {
                     return Ok(dir);
                 }
-                let parent = dir.parent().ok_or("cache path has no parent")?;
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("create {}: {e}", parent.display()))?;
-                let tmp = crate::scratch::tempdir_in(parent, ".mix-").map_err(|e| e.to_string())?;
+                let parent = dir
+                    .parent()
+                    .ok_or_else(|| Error::failed("mix", "cache path has no parent"))?;
+                fn io(p: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+                    move |e| Error::io(p, "mix", e)
+                }
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+                let tmp = crate::scratch::tempdir_in(parent, ".mix-").map_err(io(parent))?;
                 let in_boot = |p: &Path| p.starts_with("boot");
                 let in_mods =
                     |p: &Path| p.starts_with("lib/modules") || p.starts_with("usr/lib/modules");
-                crate::package::extract::extract(&boot.path, &boot.read, tmp.path(), &in_boot)
-                    .map_err(|e| e.to_string())?;
+                crate::package::extract::extract(&boot.path, &boot.read, tmp.path(), &in_boot)?;
                 crate::package::extract::extract(
                     &modules.path,
                     &modules.read,
                     tmp.path(),
                     &in_mods,
-                )
-                .map_err(|e| e.to_string())?;
-                std::fs::write(tmp.path().join(".complete"), b"").map_err(|e| e.to_string())?;
+                )?;
+                std::fs::write(tmp.path().join(".complete"), b"").map_err(io(tmp.path()))?;
                 let kept = tmp.into_inner().keep();
                 let _ = std::fs::remove_dir_all(&dir);
-                std::fs::rename(&kept, &dir)
-                    .map_err(|e| format!("rename {}: {e}", kept.display()))?;
+                std::fs::rename(&kept, &dir).map_err(io(&dir))?;
                 Ok(dir)
             }
         }
@@ -254,10 +269,10 @@ mod tests {
         std::fs::write(&file, b"package").unwrap();
         let t = targets(&src, &file);
         let cache = d.path().join("cache");
-        let err = resolve_in(&t, "ab", &cache).unwrap_err();
+        let err = resolve_in(&t, "ab", &cache).unwrap_err().to_string();
         assert!(
             err.contains(&format!(
-                "target a: not built yet (cargo xtask build --base tinyconfig --fragment common.config --btf on --flavor a --source {};",
+                "target: a: not built yet (cargo xtask build --base tinyconfig --fragment common.config --btf on --flavor a --source {};",
                 src.display()
             )),
             "{err}"
@@ -277,7 +292,7 @@ mod tests {
         assert_eq!((boot.path, trust(&boot.read)), (file, default_trust()));
         assert_eq!((modules.path, trust(&modules.read)), (b, build_trust()));
         assert_eq!(trust(&read_options(&t, "ab")), default_trust());
-        let err = resolve_in(&t, "mm", &cache).unwrap_err();
+        let err = resolve_in(&t, "mm", &cache).unwrap_err().to_string();
         assert!(
             err.contains("cannot take parts from another mix (ab)"),
             "{err}"
