@@ -108,7 +108,7 @@ pub const CATALOGUE: [Def; 16] = [
         id: GUEST_BPFTRACE,
         kind: Kind::Guest,
         proves: "with no kernel headers anywhere, before and after it ran (`/sys/kernel/kheaders.tar.xz`, a `kheaders` module, `/lib/modules/*/build`, `/lib/modules/*/source`, `/usr/src/*`, `/usr/include/linux`), bpftrace resolves `sizeof(struct task_struct)`, a `kfunc:vmlinux:vfs_read` probe fires and reads its argument `args->count`, and `kfunc:overlay:ovl_fill_super` (a loaded module) fires",
-        controls: "`harness/tests/runtime.rs::headers_and_no_modules` (\"headers present: cannot prove BTF was used\"), `scenarios/runtime/no-btf.yaml`, `harness/src/checks/guest.rs::bpftrace_refuses_to_prove_btf_when_headers_are_reachable`",
+        controls: "`harness/tests/runtime.rs::headers_and_no_modules` (\"headers present: cannot prove BTF was used\"), `scenarios/runtime/no-btf.yaml`, `harness/src/checks/guest/tools.rs::bpftrace_refuses_to_prove_btf_when_headers_are_reachable`",
     },
     Def {
         id: GUEST_BPFTOOL,
@@ -120,13 +120,13 @@ pub const CATALOGUE: [Def; 16] = [
         id: GUEST_CORE,
         kind: Kind::Guest,
         proves: "libbpf-tools' `execsnoop`, copied unchanged from the host, exits 0 after reporting the exec of `/bin/true <a word unique to the run>` that the check ran, and libbpf's debug output shows it loaded the kernel's BTF and applied CO-RE relocations against it (`task_struct.real_parent`…)",
-        controls: "`harness/tests/runtime.rs::core_field_missing` (the kernel's BTF without `task_struct.real_parent`), `harness/tests/runtime.rs::hidden_sysfs_btf`, `harness/src/checks/guest.rs::core_passes_only_on_all_its_evidence`",
+        controls: "`harness/tests/runtime.rs::core_field_missing` (the kernel's BTF without `task_struct.real_parent`), `harness/tests/runtime.rs::hidden_sysfs_btf`, `harness/src/checks/guest/tools.rs::core_passes_only_on_all_its_evidence`",
     },
     Def {
         id: GUEST_DMESG,
         kind: Kind::Guest,
         proves: "the whole log was read (dmesg exited 0, more than zero lines, the end marker seen) and holds no BTF validation errors, WARNING, BUG, Oops or call trace",
-        controls: "`harness/tests/runtime.rs::rejected_module_btf`, `scenarios/runtime/rebuild-refused.yaml` (the kernel's own `failed to validate module [configs] BTF: -22`), `harness/src/checks/guest.rs::dmesg_passes_only_when_the_whole_log_was_read`",
+        controls: "`harness/tests/runtime.rs::rejected_module_btf`, `scenarios/runtime/rebuild-refused.yaml` (the kernel's own `failed to validate module [configs] BTF: -22`), `harness/src/checks/guest/dmesg.rs::dmesg_passes_only_when_the_whole_log_was_read`",
     },
     Def {
         id: GATE_BTF_PRESENT,

@@ -1,0 +1,365 @@
+//! guest.bpftrace, guest.bpftool and guest.core: the tools run on the kernel's BTF without headers.
+
+use super::*;
+
+/// Every door through which kernel headers reach bpftrace: the in-kernel archive
+/// (`CONFIG_IKHEADERS`, built in, or the `kheaders` module bpftrace would load), a headers
+/// build tree by release, kernel sources, the libc's kernel headers. Printed before and after
+/// bpftrace runs (bpftrace can load `kheaders` itself).
+const HEADERS_PROBE: &str = "H=''; for p in /sys/kernel/kheaders.tar.xz /lib/modules/*/build /lib/modules/*/source /usr/src/* /usr/include/linux $(find /lib/modules -name 'kheaders.ko*' 2>/dev/null); do [ -e \"$p\" ] && H=\"$H $p\"; done; echo \"HEADERS [${H# }]\"";
+const BPFTRACE_END: &str = "BTFGATE_BPFTRACE_END";
+
+/// The bpftrace probe run: whether the module probe's module is loaded, the `@map: 1` line
+/// that shows it fired, and the guest shell line.
+fn bpftrace_script(r: &Runner<'_>) -> (bool, String, String) {
+    let probe = r.module_probe;
+    let loaded = r
+        .prep
+        .load_order
+        .iter()
+        .any(|n| *n == probe.module.replace('-', "_"));
+    let mut prog = String::from(
+        "BEGIN { printf(\"SIZEOF %d\\n\", sizeof(struct task_struct)); } kfunc:vmlinux:vfs_read { @vfs_read = 1; @vfs_read_count = args->count; }",
+    );
+    let mut done = String::from("@vfs_read == 1");
+    let fired = format!("@{}: 1", probe.function);
+    if loaded {
+        prog.push_str(&format!(
+            " kfunc:{}:{} {{ @{} = 1; }}",
+            probe.module, probe.function, probe.function
+        ));
+        done.push_str(&format!(" && @{} == 1", probe.function));
+    }
+    prog.push_str(&format!(" interval:ms:200 {{ if ({done}) {{ exit(); }} }}"));
+    // busybox cat uses sendfile; read/dd call vfs_read; the probe's workload runs its function.
+    let module_work = if loaded {
+        format!("{}; ", probe.workload)
+    } else {
+        String::new()
+    };
+    let workload = format!(
+        "(while :; do read x < /proc/version; dd if=/proc/version of=/dev/null 2>/dev/null; {module_work}sleep 0.3; done) & W=$!"
+    );
+    let limit = r.command.as_secs().saturating_sub(10).max(10);
+    let cmd = format!(
+        "{HEADERS_PROBE}; {workload}; timeout -s INT {limit} bpftrace -e '{prog}' 2>&1; echo \"BT_RC $?\"; kill $W; {HEADERS_PROBE}; echo {BPFTRACE_END}"
+    );
+    (loaded, fired, cmd)
+}
+
+/// Starts the bpftrace probes in the background once the modules are loaded, so that they run
+/// while the other checks do; [`bpftrace`] collects the result.
+pub fn start_bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<(), RunError> {
+    let (_, _, cmd) = bpftrace_script(r);
+    m.run(
+        "start bpftrace",
+        &format!("( {cmd} ) > /tmp/bt.out 2>&1 & BT_PID=$!"),
+        r.command,
+    )?;
+    Ok(())
+}
+
+pub(super) fn bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
+    let probe = r.module_probe;
+    let (loaded, fired, _) = bpftrace_script(r);
+    let (_, out) = m.run(
+        BPFTRACE,
+        "wait $BT_PID; cat /tmp/bt.out",
+        r.command + Duration::from_secs(30),
+    )?;
+    Ok(judge_bpftrace(probe, loaded, &fired, &out))
+}
+
+/// guest.bpftrace from the guest's output: no headers anywhere (before and after bpftrace ran,
+/// each door probed), types and arguments resolved, kfuncs attached and fired.
+pub fn judge_bpftrace(probe: &ModuleProbe, loaded: bool, fired: &str, out: &str) -> Check {
+    let mut ev = Vec::new();
+    let mut bad = Vec::new();
+    bad.extend(missing_end(out, BPFTRACE, BPFTRACE_END));
+    let probes = lines_with(out, "HEADERS [");
+    let read: Vec<&str> = probes
+        .iter()
+        .filter_map(|l| l.strip_prefix("HEADERS [")?.trim_end().strip_suffix(']'))
+        .collect();
+    let present: Vec<&str> = read.iter().flat_map(|l| l.split_whitespace()).collect();
+    if probes.len() != 2 || read.len() != 2 {
+        bad.push(format!(
+            "the header probe ran {} time(s), not twice (before and after bpftrace): no headers is unproven",
+            probes.len()
+        ));
+    } else if !present.is_empty() {
+        let mut doors: Vec<&str> = present.clone();
+        doors.sort_unstable();
+        doors.dedup();
+        bad.push(format!(
+            "headers present: cannot prove BTF was used ({})",
+            doors.join(", ")
+        ));
+    } else {
+        ev.push("no kernel headers in the guest: /sys/kernel/kheaders.tar.xz, a kheaders module, /lib/modules/*/build, /lib/modules/*/source, /usr/src/*, /usr/include/linux all absent before and after".to_string());
+    }
+    match value(out, "SIZEOF ").and_then(|v| v.parse::<u64>().ok()) {
+        Some(n) if n > 0 => ev.push(format!(
+            "sizeof(struct task_struct) = {n} from BTF, no headers"
+        )),
+        _ => bad.push("sizeof(struct task_struct) did not resolve".into()),
+    }
+    if out.contains("@vfs_read: 1") {
+        ev.push("kfunc:vmlinux:vfs_read attached and fired".into());
+    } else {
+        bad.push("kfunc:vmlinux:vfs_read did not fire".into());
+    }
+    let kf = format!("kfunc:{}:{}", probe.module, probe.function);
+    if loaded {
+        if out.contains(fired) {
+            ev.push(format!("{kf} (a loaded module) attached and fired"));
+        } else {
+            bad.push(format!("{kf} in the loaded module did not fire"));
+        }
+    } else {
+        bad.push(format!(
+            "module {} is not loaded: cannot attach {kf}",
+            probe.module
+        ));
+    }
+    match lines_with(out, "@vfs_read_count: ").first() {
+        Some(l) => ev.push(format!(
+            "vfs_read's argument args->count resolved from BTF and read ({})",
+            l.trim()
+        )),
+        None => bad.push("args->count of kfunc:vmlinux:vfs_read was not read".into()),
+    }
+    for l in out
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("error:"))
+        .take(5)
+    {
+        ev.push(format!("bpftrace: {}", l.trim()));
+    }
+    if bad.is_empty() {
+        Check::pass(BPFTRACE, "bpftrace resolves types and arguments, attaches and fires kfuncs (vmlinux and module), with no headers")
+            .with_evidence(ev)
+    } else {
+        let detail = bad.join("; ");
+        ev.extend(bad);
+        Check::fail(BPFTRACE, detail).with_evidence(ev)
+    }
+}
+
+pub(super) fn bpftool(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
+    let (_, out) = m.run(
+        BPFTOOL,
+        "wait $BPFTOOL_PID; echo \"BPFTOOL_RC $(cat /tmp/bpftool.rc)\"; echo \"TASK_STRUCT $(grep -c '^struct task_struct {' /tmp/vmlinux.h)\"; echo \"BYTES $(wc -c < /tmp/vmlinux.h)\"; head -c 300 /tmp/bpftool.err",
+        r.command,
+    )?;
+    let rc = value(&out, "BPFTOOL_RC ").unwrap_or_default();
+    let ts = value(&out, "TASK_STRUCT ").unwrap_or_default();
+    let bytes = value(&out, "BYTES ").unwrap_or_default();
+    let ev: Vec<String> = out
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    Ok(if rc == "0" && ts == "1" {
+        Check::pass(
+            BPFTOOL,
+            format!("bpftool dumped a {bytes}-byte vmlinux.h defining struct task_struct"),
+        )
+        .with_evidence(ev)
+    } else {
+        Check::fail(
+            BPFTOOL,
+            format!("bpftool btf dump: rc {rc}, struct task_struct definitions {ts}"),
+        )
+        .with_evidence(ev)
+    })
+}
+
+const CORE_END: &str = "BTFGATE_CORE_END";
+
+pub(super) fn core(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
+    let t = &r.token;
+    let (_, out) = m.run(
+        CORE,
+        // libbpf-tools buffer their output when it is a file: stop execsnoop, then read it.
+        // Programs are listed once loaded but fire only once attached: wait for execsnoop's two
+        // tracepoint links (bpftool link show), then exec a command only this run names.
+        // `-v` turns on libbpf's debug output: the kernel BTF it loaded and each CO-RE
+        // relocation it applied.
+        &format!("execsnoop -v > /tmp/es.out 2>/tmp/es.err & E=$!; i=0; while [ $i -lt 240 ] && kill -0 $E 2>/dev/null && [ $(bpftool link show 2>/dev/null | grep -c perf_event) -lt 2 ]; do sleep 0.25; i=$((i+1)); done; for j in 1 2 3 4 5; do /bin/true {t}; sleep 0.1; done; sleep 0.5; kill -INT $E 2>/dev/null; wait $E; echo \"CORE_RC $?\"; echo \"EVENTS $(grep -c ' {t}' /tmp/es.out)\"; grep -m2 ' {t}' /tmp/es.out; echo \"KBTF $(grep -m1 -E 'libbpf: (loading|loaded) kernel BTF' /tmp/es.err)\"; echo \"RELOS $(grep -c 'relo #[0-9]*: patched insn' /tmp/es.err)\"; grep -m3 -E 'relo #[0-9]+: (matching candidate|patched insn)' /tmp/es.err; grep -m8 -E 'no matching targets|failed|[Ee]rror|[Ii]nvalid|BTF for CO-RE' /tmp/es.err /tmp/es.out; echo {CORE_END}"),
+        r.command,
+    )?;
+    Ok(judge_core(t, &out))
+}
+
+/// guest.core from the guest's output: execsnoop (a CO-RE binary copied unchanged) exited 0,
+/// reported the exec of the command this run made (`/bin/true <token>`), loaded this kernel's
+/// BTF and applied at least one CO-RE relocation against it (libbpf's debug lines).
+pub fn judge_core(token: &str, out: &str) -> Check {
+    let mut ev: Vec<String> = Vec::new();
+    let mut bad: Vec<String> = Vec::new();
+    bad.extend(missing_end(out, CORE, CORE_END));
+    match value(out, "CORE_RC ") {
+        Some("0") => ev.push("execsnoop exited 0".into()),
+        Some(rc) => bad.push(format!("execsnoop exited {rc}")),
+        None => bad.push("execsnoop's exit status was not seen".into()),
+    }
+    let events = value(out, "EVENTS ")
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    let event_line = out
+        .lines()
+        .find(|l| l.contains(token) && !l.starts_with("EVENTS "));
+    match (events, event_line) {
+        (n, Some(l)) if n > 0 => ev.push(format!(
+            "{n} exec event(s) of /bin/true {token}, e.g. {}",
+            l.trim()
+        )),
+        _ => bad.push(format!(
+            "no exec event of /bin/true {token} (the command this check ran)"
+        )),
+    }
+    // libbpf says `loading kernel BTF '<path>': 0` (1.x before 1.4) or `loaded kernel BTF from
+    // '<path>'` (later).
+    match value(out, "KBTF ") {
+        Some(l) if l.ends_with(": 0") || l.contains("loaded kernel BTF from") => {
+            ev.push(l.to_string())
+        }
+        Some("") | None => bad.push("libbpf did not report loading the kernel's BTF".into()),
+        Some(l) => bad.push(format!("libbpf could not load the kernel's BTF: {l}")),
+    }
+    let relos = value(out, "RELOS ")
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    if relos > 0 {
+        ev.push(format!(
+            "{relos} CO-RE relocations applied against this kernel's BTF"
+        ));
+        ev.extend(
+            out.lines()
+                .filter(|l| l.contains("matching candidate") || l.contains("patched insn"))
+                .take(3)
+                .map(|l| l.trim().to_string()),
+        );
+    } else {
+        bad.push("no CO-RE relocation was applied against this kernel's BTF".into());
+    }
+    if bad.is_empty() {
+        Check::pass(
+            CORE,
+            format!("execsnoop (libbpf-tools, CO-RE, copied unchanged) exited 0 after reporting /bin/true {token}, {relos} relocations applied against this kernel's BTF"),
+        )
+        .with_evidence(ev)
+    } else {
+        let detail = bad.join("; ");
+        ev.extend(bad);
+        ev.extend(
+            out.lines()
+                .filter(|l| {
+                    l.contains("no matching targets")
+                        || l.contains("failed")
+                        || l.contains("rror")
+                        || l.contains("nvalid")
+                })
+                .take(8)
+                .map(|l| l.trim().to_string()),
+        );
+        Check::fail(CORE, detail).with_evidence(ev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::Status;
+
+    const TOKEN: &str = "btfgate0123456789ab";
+
+    fn core_out() -> String {
+        [
+            "CORE_RC 0",
+            "EVENTS 5",
+            "true             312     290       0 /bin/true btfgate0123456789ab",
+            "KBTF libbpf: loading kernel BTF '/sys/kernel/btf/vmlinux': 0",
+            "RELOS 5",
+            "libbpf: prog 'tracepoint__syscalls__sys_enter_execve': relo #1: matching candidate #0 <byte_off> [114] struct task_struct.real_parent (0:95 @ offset 1280)",
+            "libbpf: prog 'tracepoint__syscalls__sys_enter_execve': relo #1: patched insn #48 (ALU/ALU64) imm 2512 -> 1280",
+            CORE_END,
+        ]
+        .join("\n")
+    }
+
+    #[test]
+    fn core_passes_only_on_all_its_evidence() {
+        let good = core_out();
+        let c = judge_core(TOKEN, &good);
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        let newer = good.replace(
+            "libbpf: loading kernel BTF '/sys/kernel/btf/vmlinux': 0",
+            "libbpf: loaded kernel BTF from '/sys/kernel/btf/vmlinux'",
+        );
+        assert_eq!(judge_core(TOKEN, &newer).status, Status::Pass);
+        for (what, bad) in [
+            ("exit status", good.replace("CORE_RC 0", "CORE_RC 1")),
+            ("exec event", good.replace(TOKEN, "btfgateffffffffffff")),
+            ("kernel BTF", good.replace("vmlinux': 0", "vmlinux': -2")),
+            ("relocations", good.replace("RELOS 5", "RELOS 0")),
+            ("end marker", good.replace(CORE_END, "")),
+            // The token in a line, but no event counted for it.
+            ("event count", good.replace("EVENTS 5", "EVENTS 0")),
+        ] {
+            let c = judge_core(TOKEN, &bad);
+            assert_eq!(c.status, Status::Fail, "{what}: {c:?}");
+        }
+    }
+
+    fn bpftrace_out(before: &str, after: &str) -> String {
+        [
+            format!("HEADERS [{before}]"),
+            "SIZEOF 9792".into(),
+            "@vfs_read: 1".into(),
+            "@vfs_read_count: 4096".into(),
+            "@ovl_fill_super: 1".into(),
+            "BT_RC 0".into(),
+            format!("HEADERS [{after}]"),
+            BPFTRACE_END.into(),
+        ]
+        .join("\n")
+    }
+
+    #[test]
+    fn bpftrace_refuses_to_prove_btf_when_headers_are_reachable() {
+        let probe = ModuleProbe::default();
+        let fired = "@ovl_fill_super: 1";
+        let c = judge_bpftrace(&probe, true, fired, &bpftrace_out("", ""));
+        assert_eq!(c.status, Status::Pass, "{c:?}");
+        for (before, after) in [
+            ("/sys/kernel/kheaders.tar.xz", ""),
+            ("", "/sys/kernel/kheaders.tar.xz"),
+            ("/lib/modules/6.1.0-57-cloud-amd64/build", ""),
+            ("/usr/src/linux-headers-6.1.0-57-common", ""),
+            ("/usr/include/linux", ""),
+            ("/lib/modules/6.1.0/kernel/kernel/kheaders.ko.xz", ""),
+        ] {
+            let c = judge_bpftrace(&probe, true, fired, &bpftrace_out(before, after));
+            assert_eq!(c.status, Status::Fail, "{before}{after}: {c:?}");
+            assert!(
+                c.detail
+                    .contains("headers present: cannot prove BTF was used")
+                    && c.detail
+                        .contains(if before.is_empty() { after } else { before }),
+                "{c:?}"
+            );
+        }
+        let cut = bpftrace_out("", "").replace(BPFTRACE_END, "");
+        assert_eq!(
+            judge_bpftrace(&probe, true, fired, &cut).status,
+            Status::Fail
+        );
+        let once = bpftrace_out("", "").replacen("HEADERS []", "", 1);
+        assert_eq!(
+            judge_bpftrace(&probe, true, fired, &once).status,
+            Status::Fail
+        );
+    }
+}
