@@ -9,13 +9,11 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-use anyhow::Context as _;
 use serde::Serialize;
 
-use super::apk::{
-    check_gzip_magic, gunzip_member, gzip, parse_sign_entries, small_header, small_tar, tar_entry,
-    verify_signature, Counted, MemberLimit, SigningKey,
-};
+use super::apk::framing::{check_gzip_magic, gunzip_member, small_tar, Counted, MemberLimit};
+use super::apk::signature::{parse_sign_entries, verify_signature, SigningKey};
+use super::apk::writer::{gzip, signature_member, small_tar_bytes};
 use super::ReadOptions;
 use crate::limits::{self, Exceeded};
 use crate::{Error, Result};
@@ -172,13 +170,31 @@ pub fn read_index(path: &Path, opts: &ReadOptions) -> Result<Index> {
     Ok(Index {
         signer,
         description,
-        entries: parse_entries(text).map_err(|e| Error::bad(path, "parse APKINDEX", e))?,
+        entries: parse_entries(text)
+            .map_err(|e| Error::bad(path, "parse APKINDEX", e.to_string()))?,
     })
+}
+
+/// An `APKINDEX` text that cannot be read; each names its line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntriesError {
+    #[error("{0}")]
+    TooMany(Exceeded),
+    #[error("line {line}: {text:?} is not an X:value field")]
+    NotAField { line: usize, text: String },
+    #[error("record at line {line}: no '{field}:' field")]
+    Missing { line: usize, field: char },
+    #[error("record at line {line}: {field}:{value} is not a byte count")]
+    NotANumber {
+        line: usize,
+        field: char,
+        value: String,
+    },
 }
 
 /// Parses `APKINDEX` text. A record lacking `C`, `P`, `V`, `A`, `S` or `I`, or with a size
 /// that is not a number, is an error naming its line; unknown fields are ignored (as apk does).
-pub fn parse_entries(text: &str) -> std::result::Result<Vec<IndexEntry>, String> {
+pub fn parse_entries(text: &str) -> std::result::Result<Vec<IndexEntry>, EntriesError> {
     let mut out: Vec<IndexEntry> = Vec::new();
     let mut fields: Vec<(char, &str)> = Vec::new();
     let mut start = 0;
@@ -188,7 +204,7 @@ pub fn parse_entries(text: &str) -> std::result::Result<Vec<IndexEntry>, String>
                 if out.len() as u64 >= limits::APKINDEX_ENTRIES.max {
                     let x =
                         Exceeded::new(limits::APKINDEX_ENTRIES, format!("record at line {start}"));
-                    return Err(x.to_string());
+                    return Err(EntriesError::TooMany(x));
                 }
                 out.push(entry(&fields, start)?);
                 fields.clear();
@@ -201,23 +217,29 @@ pub fn parse_entries(text: &str) -> std::result::Result<Vec<IndexEntry>, String>
         let mut chars = line.chars();
         match (chars.next(), chars.next()) {
             (Some(k), Some(':')) => fields.push((k, &line[k.len_utf8() + 1..])),
-            _ => return Err(format!("line {}: {line:?} is not an X:value field", i + 1)),
+            _ => {
+                return Err(EntriesError::NotAField {
+                    line: i + 1,
+                    text: line.to_string(),
+                })
+            }
         }
     }
     Ok(out)
 }
 
-fn entry(fields: &[(char, &str)], line: usize) -> std::result::Result<IndexEntry, String> {
+fn entry(fields: &[(char, &str)], line: usize) -> std::result::Result<IndexEntry, EntriesError> {
     let get = |k: char| fields.iter().find(|(f, _)| *f == k).map(|(_, v)| *v);
-    let req = |k: char| {
-        get(k)
+    let req = |field: char| {
+        get(field)
             .map(str::to_string)
-            .ok_or_else(|| format!("record at line {line}: no '{k}:' field"))
+            .ok_or(EntriesError::Missing { line, field })
     };
-    let num = |k: char| -> std::result::Result<u64, String> {
-        let v = req(k)?;
-        v.parse()
-            .map_err(|_| format!("record at line {line}: {k}:{v} is not a byte count"))
+    let num = |field: char| -> std::result::Result<u64, EntriesError> {
+        let value = req(field)?;
+        value
+            .parse()
+            .map_err(|_| EntriesError::NotANumber { line, field, value })
     };
     Ok(IndexEntry {
         checksum: req('C')?,
@@ -244,27 +266,22 @@ pub fn write_index(
     description: &str,
     key: Option<&SigningKey>,
     out: &Path,
-) -> anyhow::Result<()> {
+) -> Result<()> {
+    const PHASE: &str = "write index";
     let text: String = entries.iter().map(IndexEntry::to_text).collect();
-    let mut tar = Vec::new();
-    for (name, data) in [
+    let files: &[(&str, &[u8])] = &[
         ("DESCRIPTION", description.as_bytes()),
         ("APKINDEX", text.as_bytes()),
-    ] {
-        tar_entry(&mut tar, &small_header(name, data.len() as u64)?, data)?;
-    }
-    tar.extend_from_slice(&[0u8; 1024]);
-    let index_member = gzip(&tar)?;
+    ];
+    let tar = small_tar_bytes(files, true).map_err(|e| Error::failed(PHASE, e.to_string()))?;
+    let index_member = gzip(&tar).map_err(|e| Error::failed(PHASE, format!("compress: {e}")))?;
     let mut bytes = Vec::new();
     if let Some(key) = key {
-        let sig = key.sign_sha1(&index_member)?;
-        let mut sig_tar = Vec::new();
-        let name = format!(".SIGN.RSA.{}", key.name);
-        tar_entry(&mut sig_tar, &small_header(&name, sig.len() as u64)?, &sig)?;
-        bytes.extend(gzip(&sig_tar)?);
+        bytes.extend(signature_member(key, &index_member, PHASE)?);
     }
     bytes.extend(index_member);
-    crate::atomic::write(out, &bytes).context("write the index")?;
+    crate::atomic::write(out, &bytes)
+        .map_err(|e| Error::failed(PHASE, format!("write the index: {e}")))?;
     Ok(())
 }
 
@@ -302,14 +319,18 @@ mod tests {
     fn missing_field_names_the_record_line() {
         let text = "C:Q1x=\nP:a\nV:1\nA:x86_64\nS:1\nI:1\n\nC:Q1y=\nP:b\nV:1\nA:x86_64\nI:1\n";
         let e = parse_entries(text).unwrap_err();
-        assert_eq!(e, "record at line 8: no 'S:' field");
+        assert_eq!(e.to_string(), "record at line 8: no 'S:' field");
     }
 
     #[test]
     fn bad_size_and_bad_line_are_errors() {
-        let e = parse_entries("C:Q1x=\nP:a\nV:1\nA:x\nS:big\nI:1\n").unwrap_err();
+        let e = parse_entries("C:Q1x=\nP:a\nV:1\nA:x\nS:big\nI:1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("S:big is not a byte count"), "{e}");
-        let e = parse_entries("C:Q1x=\nno colon here\n").unwrap_err();
+        let e = parse_entries("C:Q1x=\nno colon here\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("line 2:"), "{e}");
     }
 
@@ -318,7 +339,7 @@ mod tests {
         let one = "C:Q1x=\nP:a\nV:1\nA:x86_64\nS:1\nI:1\n\n";
         assert_eq!(parse_entries(&one.repeat(100)).unwrap().len(), 100);
         let text = one.repeat(limits::APKINDEX_ENTRIES.max as usize + 1);
-        let e = parse_entries(&text).unwrap_err();
+        let e = parse_entries(&text).unwrap_err().to_string();
         assert!(e.contains("harness::limits::APKINDEX_ENTRIES"), "{e}");
     }
 
