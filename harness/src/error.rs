@@ -136,6 +136,17 @@ impl Error {
             },
         }
     }
+    /// The message alone, without the file and phase: for a caller whose own text already
+    /// names them (a check detail that starts with the member's path).
+    pub fn message(&self) -> String {
+        match self {
+            Error::BadInput { msg, .. } | Error::Failed { msg, .. } => msg.clone(),
+            Error::Unsupported { msg, .. } => format!("unsupported: {msg}"),
+            Error::Untrusted { msg, .. } => format!("untrusted: {msg}"),
+            Error::Io { source, .. } => source.to_string(),
+            Error::Process(e) => e.to_string(),
+        }
+    }
     /// The phase this error happened in (for reports).
     pub fn phase(&self) -> &'static str {
         match self {
