@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::Check;
-use crate::kernel::{sha256_hex, Kernel};
+use crate::hash::sha256_hex;
+use crate::kernel::Kernel;
 use crate::qemu::args::{Boot, Spec};
 use crate::qemu::machine::{Machine, RunError};
 
@@ -303,7 +304,7 @@ pub fn judge_btf_modules(p: &Prepared, k: &Kernel, out: &str) -> Check {
                     }
                     Some(Err(e)) => {
                         bad += 1;
-                        ev.push(format!("{name}: its .BTF could not be checked against the running kernel's: {e}"));
+                        ev.push(format!("{name}: its .BTF could not be checked against the running kernel's: {}", e.message()));
                     }
                     None => {
                         bad += 1;

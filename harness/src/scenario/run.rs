@@ -111,7 +111,7 @@ pub fn run(
         let opts = targets::read_options(&suite.targets, target);
         let report = {
             let _one_vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-            guest::verify(&k, &recipe, &p, &opts, &dir)?
+            guest::verify(&k, &recipe, &p, &opts, &dir).map_err(|e| e.to_string())?
         };
         tail = report.console_tail.clone();
         transcript = Some(report.transcript.clone());
