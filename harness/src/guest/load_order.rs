@@ -128,3 +128,93 @@ pub fn load_order<'k>(kernel: &'k Kernel, wanted: &[String]) -> Result<Vec<&'k M
     Ok(w.out)
 }
 
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::codec::Codec;
+    use crate::package::{Format, PackageMeta};
+
+    fn module(name: &str, depends: &[&str], pre: &[&str], aliases: &[&str]) -> Module {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        Module {
+            path: format!("lib/modules/6.1/kernel/{name}.ko").into(),
+            codec: Codec::None,
+            file_size: 0,
+            elf_size: 0,
+            btf_len: None,
+            btf_nobits: false,
+            debug: Vec::new(),
+            error: None,
+            base_fit: None,
+            btf_cost: 0,
+            packed_span: None,
+            btf_sha256: None,
+            depends: strings(depends),
+            softdep_pre: strings(pre),
+            aliases: strings(aliases),
+        }
+    }
+
+    fn kernel(modules: Vec<Module>) -> Kernel {
+        Kernel {
+            source: "pkg.apk".into(),
+            format: Format::Apk,
+            meta: PackageMeta::default(),
+            release: Some("6.1".into()),
+            module_dirs: Default::default(),
+            config: None,
+            image: None,
+            modules,
+            container: None,
+        }
+    }
+
+    fn names(order: Result<Vec<&Module>>) -> String {
+        let o = order.unwrap();
+        o.iter().map(|m| m.name()).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Soft dependencies first (when present), then hard ones, then the module; aliases
+    /// resolve to the `_generic` implementation; each module once.
+    #[test]
+    fn dependencies_load_first_and_once() {
+        let k = kernel(vec![
+            module("crc32c-intel", &[], &[], &["crc32c"]),
+            module("crc32c_generic", &[], &[], &["crc32c"]),
+            module("libcrc32c", &[], &["crc32c", "absent"], &[]),
+            module("btrfs", &["libcrc32c"], &[], &[]),
+            module("overlay", &["btrfs"], &[], &[]),
+        ]);
+        assert_eq!(
+            find_module(&k, "crc32c").map(|m| m.name()).as_deref(),
+            Some("crc32c_generic")
+        );
+        assert_eq!(
+            k.module("crc32c-intel").map(|m| m.name()).as_deref(),
+            Some("crc32c_intel")
+        );
+        let want = ["overlay".to_string(), "btrfs".to_string()];
+        assert_eq!(
+            names(load_order(&k, &want)),
+            "crc32c_generic libcrc32c btrfs overlay"
+        );
+    }
+
+    /// A missing hard dependency is bad input naming the package and the module needing it.
+    #[test]
+    fn a_missing_dependency_names_who_needs_it() {
+        let k = kernel(vec![module("a", &["ghost"], &[], &[])]);
+        let e = load_order(&k, &["a".to_string()]).unwrap_err();
+        assert_eq!(
+            e.message(),
+            "module ghost (needed by a) is not in the package"
+        );
+        assert_eq!(
+            e.to_string(),
+            "pkg.apk: module load order: module ghost (needed by a) is not in the package"
+        );
+        let e = load_order(&k, &["b".to_string()]).unwrap_err();
+        assert_eq!(e.message(), "module b is not in the package");
+    }
+}
