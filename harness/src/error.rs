@@ -163,15 +163,20 @@ impl Error {
             },
         }
     }
-    /// What went wrong without the phase of a failed step (for a caller that reports it under
-    /// its own file and phase); other errors in full.
-    pub fn into_message(self) -> String {
+    /// The message alone, without the file and phase: for a caller whose own text already
+    /// names them (a check detail that starts with the member's path).
+    pub fn message(&self) -> String {
         match self {
-            Error::Failed { msg, .. } => msg,
-            other => other.to_string(),
+            Error::BadInput { msg, .. } | Error::Failed { msg, .. } => msg.clone(),
+            Error::Unsupported { msg, .. } => format!("unsupported: {msg}"),
+            Error::Untrusted { msg, .. } => format!("untrusted: {msg}"),
+            Error::Io { source, .. } => source.to_string(),
+            Error::Process(e) => e.to_string(),
+            Error::At {
+                line, column, msg, ..
+            } => format!("{line}:{column}: {msg}"),
         }
     }
-
     /// The phase this error happened in (for reports).
     pub fn phase(&self) -> &'static str {
         match self {

@@ -97,7 +97,8 @@ pub fn add_debug_info(elf: &mut [u8]) -> Result<(), String> {
 /// name_offset:…` and `failed to validate module [m] BTF: -22`; with
 /// `MODULE_ALLOW_BTF_MISMATCH=y` (Debian) the module loads without `/sys/kernel/btf/<m>`.
 pub fn break_split_btf(elf: &mut [u8]) -> Result<(), String> {
-    let (off, len) = crate::kernel::elf::sections(elf)?
+    let (off, len) = crate::kernel::elf::sections(elf)
+        .map_err(|e| e.message())?
         .btf
         .ok_or("no section .BTF")?;
     let btf = &mut elf[off..off + len];
@@ -121,7 +122,8 @@ pub fn rename_btf_name(elf: &mut [u8], from: &str, to: &str) -> Result<(), Strin
     if from.len() != to.len() {
         return Err(format!("{from} and {to} differ in length"));
     }
-    let (off, len) = crate::kernel::elf::sections(elf)?
+    let (off, len) = crate::kernel::elf::sections(elf)
+        .map_err(|e| e.message())?
         .btf
         .ok_or("no section .BTF")?;
     let btf = &mut elf[off..off + len];
@@ -165,7 +167,7 @@ pub fn strip_module_signature(ko: &mut Vec<u8>) -> Result<bool, String> {
 /// Rebuilds a bzImage around a new vmlinux (recompressed with the image's own codec, `fast`
 /// preset), updating the setup header's `payload_length`.
 pub fn replace_vmlinux(image: &[u8], vmlinux: &[u8]) -> Result<Vec<u8>, String> {
-    let p = bzimage::payload(image)?;
+    let p = bzimage::payload(image).map_err(|e| e.message())?;
     let mut payload = p.codec.compress(vmlinux, true).map_err(|e| e.to_string())?;
     if p.codec != Codec::Gzip {
         payload.extend_from_slice(&(vmlinux.len() as u32).to_le_bytes());
@@ -180,7 +182,7 @@ pub fn replace_vmlinux(image: &[u8], vmlinux: &[u8]) -> Result<Vec<u8>, String> 
 
 /// Removes BTF from a kernel image: vmlinux extracted, its `.BTF` hidden, image rebuilt.
 pub fn image_without_btf(image: &[u8]) -> Result<Vec<u8>, String> {
-    let (_, mut vmlinux) = bzimage::extract_vmlinux(image)?;
+    let (_, mut vmlinux) = bzimage::extract_vmlinux(image).map_err(|e| e.message())?;
     remove_btf(&mut vmlinux)?;
     replace_vmlinux(image, &vmlinux)
 }

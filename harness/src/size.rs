@@ -47,7 +47,7 @@ impl Breakdown {
                             p.codec.name()
                         ),
                     ),
-                    Err(e) => (None, format!("not priced: {e}")),
+                    Err(e) => (None, format!("not priced: {}", e.message())),
                 },
                 _ => (None, "no vmlinux .BTF".to_string()),
             };

@@ -82,7 +82,7 @@ impl MirrorArgs {
             arch: self.arch.clone(),
         };
         repo.validate().map_err(|e| {
-            harness::Error::bad(Path::new(&self.mirror), "fetch alpine", e.into_message())
+            harness::Error::bad(Path::new(&self.mirror), "fetch alpine", e.message())
         })?;
         if !keys_dir.is_dir() {
             return Err(harness::Error::bad(

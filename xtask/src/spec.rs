@@ -38,11 +38,7 @@ pub fn resolve(spec: &str, mirror: &MirrorArgs, read: &ReadOptions) -> Result<Re
         let dir = load::scenarios_dir();
         let suite = load::load(&dir).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
         let pkg = targets::resolve(&suite.targets, name).map_err(|e| {
-            harness::Error::bad(
-                &dir.join("targets.yaml"),
-                "resolve target",
-                e.into_message(),
-            )
+            harness::Error::bad(&dir.join("targets.yaml"), "resolve target", e.message())
         })?;
         let opts = targets::read_options(&suite.targets, name);
         let path = pkg

@@ -123,14 +123,19 @@ pub fn vmlinux_btf(k: &Kernel) -> Check {
             grouped(p.vmlinux)
         )),
         Err(e) => {
-            return Check::fail(VMLINUX_BTF, format!("{}: {e}", img.path.display()))
-                .with_evidence(ev)
+            return Check::fail(
+                VMLINUX_BTF,
+                format!("{}: {}", img.path.display(), e.message()),
+            )
+            .with_evidence(ev)
         }
     }
     match &img.btf {
-        Err(e) => {
-            Check::fail(VMLINUX_BTF, format!("{}: {e}", img.path.display())).with_evidence(ev)
-        }
+        Err(e) => Check::fail(
+            VMLINUX_BTF,
+            format!("{}: {}", img.path.display(), e.message()),
+        )
+        .with_evidence(ev),
         Ok(b) => {
             ev.push(format!(
                 ".BTF {} bytes: types {} bytes, strings {} bytes",
@@ -314,7 +319,7 @@ pub fn modules_btf_base(k: &Kernel) -> Check {
                 f.name_refs,
                 f.bad_type_ids
             )),
-            Some(Err(e)) => bad.push(format!("{}: {e}", m.path.display())),
+            Some(Err(e)) => bad.push(format!("{}: {}", m.path.display(), e.message())),
             None => bad.push(format!("{}: not checked", m.path.display())),
         }
     }

@@ -10,6 +10,7 @@ use crate::package::ReadOptions;
 use crate::qemu::args::default_cpus;
 use crate::qemu::args::Accel;
 use crate::qemu::args::Spec;
+use crate::{Error, Result};
 use std::path::Path;
 use std::time::Duration;
 use std::time::Instant;
@@ -25,13 +26,14 @@ pub fn boot_floor(
     accel: Accel,
     opts: &ReadOptions,
     dir: &Path,
-) -> Result<f64, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+) -> Result<f64> {
+    const FLOOR: &str = "floor boot";
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, FLOOR, e))?;
     let unpacked = unpack(k, &[], opts)?;
     let img_rel = k
         .image
         .as_ref()
-        .ok_or("the package has no kernel image")?
+        .ok_or_else(|| Error::failed(FLOOR, "the package has no kernel image"))?
         .path
         .clone();
     let boot = pvh_or_bzimage(k, &unpacked.join(&img_rel), &unpacked)?;
@@ -43,8 +45,7 @@ pub fn boot_floor(
             Source::Bytes(b"#!/bin/busybox sh\n/bin/busybox reboot -f\n".to_vec()),
         ),
     ];
-    let initrd = image::build(nodes, &crate::paths::cache_dir().join("images"))
-        .map_err(|e| e.to_string())?;
+    let initrd = image::build(nodes, &crate::paths::cache_dir().join("images"))?;
     let spec = Spec {
         accel,
         boot,
@@ -63,13 +64,10 @@ pub fn boot_floor(
         false,
         crate::process::Output::File(&log),
         crate::process::Output::File(&dir.join("qemu.stderr")),
-    )
-    .map_err(|e| e.to_string())?;
-    let status = p
-        .wait_until(Instant::now() + Duration::from_secs(120))
-        .map_err(|e| e.to_string())?;
+    )?;
+    let status = p.wait_until(Instant::now() + Duration::from_secs(120))?;
     if !status.success() {
-        return Err(format!("floor boot: qemu exited {status}"));
+        return Err(Error::failed(FLOOR, format!("qemu exited {status}")));
     }
     Ok(t0.elapsed().as_secs_f64())
 }

@@ -14,6 +14,7 @@ use crate::qemu::args::Spec;
 use crate::qemu::machine::Deadlines;
 use crate::qemu::machine::Machine;
 use crate::qemu::machine::RunError;
+use crate::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::path::PathBuf;
@@ -22,10 +23,15 @@ use std::time::Instant;
 
 pub use crate::checks::guest::{ModuleProbe, Prepared};
 pub use floor::boot_floor;
+pub use load_order::{find_module, load_order};
 pub use prepare::{missing_host_tools, prepare, qemu_binary};
 
 mod floor;
+mod load_order;
 mod prepare;
+
+/// The phase of what [`verify`] does on the host before the boot.
+const PREPARE: &str = "prepare guest";
 
 /// What a runtime verification is asked to do.
 #[derive(Debug, Clone)]
@@ -130,7 +136,7 @@ pub fn verify(
     params: &Params,
     opts: &ReadOptions,
     trial_dir: &Path,
-) -> Result<Report, String> {
+) -> Result<Report> {
     let t0 = Instant::now();
     let mut phases: Vec<(String, f64)> = Vec::new();
     let mut mark =
@@ -142,13 +148,12 @@ pub fn verify(
     };
     let missing = missing_host_tools(recipe);
     if !missing.is_empty() {
-        return Err(format!(
+        return Err(Error::failed(PREPARE, format!(
             "missing host programs: {} (Debian: apt-get install qemu-system-x86 busybox-static bpftrace bpftool libbpf-tools)",
             missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        ));
+        )));
     }
-    std::fs::create_dir_all(trial_dir)
-        .map_err(|e| format!("create {}: {e}", trial_dir.display()))?;
+    std::fs::create_dir_all(trial_dir).map_err(|e| Error::io(trial_dir, PREPARE, e))?;
     progress("prepare image");
     let t = Instant::now();
     let prep = prepare(k, recipe, params, opts)?;

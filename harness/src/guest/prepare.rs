@@ -12,12 +12,17 @@ use crate::kernel::Module;
 use crate::package::extract::extract;
 use crate::package::ReadOptions;
 use crate::qemu::args::Boot;
+use crate::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::path::PathBuf;
 
-use super::{Params, Prepared};
+use super::load_order::{find_module, load_order};
+use super::{Params, Prepared, PREPARE};
+
+/// The phase of unpacking the package into the cache.
+const UNPACK: &str = "unpack the package for the guest";
 
 /// Host programs the runtime needs: qemu and the recipe's tools.
 pub fn missing_host_tools(recipe: &Recipe) -> Vec<PathBuf> {
@@ -35,11 +40,11 @@ pub fn qemu_binary() -> PathBuf {
 
 /// Unpacks what the guest needs (kernel image, the modules in `order`) into the cache, keyed by
 /// the package's content and the module set; a second run unpacks nothing.
-pub(super) fn unpack(k: &Kernel, order: &[&Module], opts: &ReadOptions) -> Result<PathBuf, String> {
+pub(super) fn unpack(k: &Kernel, order: &[&Module], opts: &ReadOptions) -> Result<PathBuf> {
     let pkg_key = if k.source.is_dir() {
         hex::encode(Sha256::digest(k.source.to_string_lossy().as_bytes()))
     } else {
-        crate::hash::sha256_file_memo(&k.source).map_err(|e| e.to_string())?
+        crate::hash::sha256_file_memo(&k.source)?
     };
     let mut h = Sha256::new();
     for m in order {
@@ -54,18 +59,21 @@ pub(super) fn unpack(k: &Kernel, order: &[&Module], opts: &ReadOptions) -> Resul
     if dir.join(".complete").is_file() && !k.source.is_dir() {
         return Ok(dir);
     }
-    let parent = dir.parent().ok_or("cache path has no parent")?;
-    std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
-    let tmp = crate::scratch::tempdir_in(parent, ".unpack-").map_err(|e| e.to_string())?;
+    let parent = dir
+        .parent()
+        .ok_or_else(|| Error::failed(UNPACK, "cache path has no parent"))?;
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, UNPACK, e))?;
+    let tmp =
+        crate::scratch::tempdir_in(parent, ".unpack-").map_err(|e| Error::io(parent, UNPACK, e))?;
     let image = k.image.as_ref().map(|i| i.path.clone());
     let wanted: BTreeSet<PathBuf> = order.iter().map(|m| m.path.clone()).chain(image).collect();
-    extract(&k.source, opts, tmp.path(), &|p: &Path| wanted.contains(p))
-        .map_err(|e| e.to_string())?;
-    std::fs::write(tmp.path().join(".complete"), b"").map_err(|e| format!("mark unpacked: {e}"))?;
+    extract(&k.source, opts, tmp.path(), &|p: &Path| wanted.contains(p))?;
+    let complete = tmp.path().join(".complete");
+    std::fs::write(&complete, b"").map_err(|e| Error::io(&complete, UNPACK, e))?;
     let _ = std::fs::remove_dir_all(&dir);
     let kept = tmp.into_inner().keep();
     std::fs::rename(&kept, &dir)
-        .map_err(|e| format!("rename {} into place: {e}", kept.display()))?;
+        .map_err(|e| Error::failed(UNPACK, format!("rename {} into place: {e}", kept.display())))?;
     Ok(dir)
 }
 
@@ -75,11 +83,11 @@ pub fn prepare(
     recipe: &Recipe,
     params: &Params,
     opts: &ReadOptions,
-) -> Result<Prepared, String> {
+) -> Result<Prepared> {
     let release = k
         .release
         .clone()
-        .ok_or("the package's kernel release is unknown")?;
+        .ok_or_else(|| Error::failed(PREPARE, "the package's kernel release is unknown"))?;
     let mut wanted_names: Vec<String> = params
         .modules
         .clone()
@@ -89,11 +97,11 @@ pub fn prepare(
     // bpftrace's module kfunc probe needs its module: load it whenever the package has it.
     let mut to_load = wanted_names.clone();
     let probe = &params.module_probe.module;
-    if k.module(probe).is_some() && !to_load.iter().any(|m| m == probe) {
+    if find_module(k, probe).is_some() && !to_load.iter().any(|m| m == probe) {
         to_load.push(probe.clone());
     }
     for name in &to_load {
-        match k.load_order(std::slice::from_ref(name)) {
+        match load_order(k, std::slice::from_ref(name)) {
             Ok(o) => {
                 for m in o {
                     if !order.iter().any(|x| std::ptr::eq(*x, m)) {
@@ -101,20 +109,21 @@ pub fn prepare(
                     }
                 }
             }
-            Err(e) => missing.push(e),
+            // Shown as they were found, in the check's details.
+            Err(e) => missing.push(e.message()),
         }
     }
-    wanted_names.retain(|n| k.module(n).is_some());
+    wanted_names.retain(|n| find_module(k, n).is_some());
     let dir = unpack(k, &order, opts)?;
     let img_rel = k
         .image
         .as_ref()
-        .ok_or("the package has no kernel image")?
+        .ok_or_else(|| Error::failed(PREPARE, "the package has no kernel image"))?
         .path
         .clone();
     let bz = dir.join(&img_rel);
     let boot = pvh_or_bzimage(k, &bz, &dir)?;
-    let mut nodes = recipe.nodes().map_err(|e| e.to_string())?;
+    let mut nodes = recipe.nodes()?;
     let mut dep = String::new();
     for m in &order {
         let rel_in_tree = modules_rel(&m.path);
@@ -126,7 +135,7 @@ pub fn prepare(
         let deps: Vec<String> = m
             .depends
             .iter()
-            .filter_map(|d| k.module(d))
+            .filter_map(|d| find_module(k, d))
             .map(|d| modules_rel(&d.path))
             .collect();
         dep.push_str(&format!("{rel_in_tree}: {}\n", deps.join(" ")));
@@ -136,15 +145,14 @@ pub fn prepare(
         0o644,
         Source::Bytes(dep.into_bytes()),
     ));
-    let initrd = image::build(nodes, &crate::paths::cache_dir().join("images"))
-        .map_err(|e| e.to_string())?;
+    let initrd = image::build(nodes, &crate::paths::cache_dir().join("images"))?;
     Ok(Prepared {
         boot,
         initrd,
         load_order: order.iter().map(|m| m.name()).collect(),
         wanted: wanted_names
             .iter()
-            .filter_map(|n| k.module(n).map(|m| (m.name(), m.btf_sha256.clone())))
+            .filter_map(|n| find_module(k, n).map(|m| (m.name(), m.btf_sha256.clone())))
             .collect(),
         missing,
     })
@@ -159,7 +167,7 @@ fn modules_rel(p: &Path) -> String {
 
 /// Boots through PVH with the vmlinux decompressed on the host when the kernel supports it and
 /// its payload is slow to decompress under TCG (xz, bzip2, lzma); the bzImage otherwise.
-pub(super) fn pvh_or_bzimage(k: &Kernel, bz: &Path, dir: &Path) -> Result<Boot, String> {
+pub(super) fn pvh_or_bzimage(k: &Kernel, bz: &Path, dir: &Path) -> Result<Boot> {
     let pvh = k
         .config
         .as_ref()
@@ -174,9 +182,12 @@ pub(super) fn pvh_or_bzimage(k: &Kernel, bz: &Path, dir: &Path) -> Result<Boot, 
     }
     let vmlinux = dir.join("vmlinux");
     if !vmlinux.is_file() {
-        let bytes = std::fs::read(bz).map_err(|e| format!("read {}: {e}", bz.display()))?;
-        let (_, elf) = bzimage::extract_vmlinux(&bytes)?;
-        crate::atomic::write(&vmlinux, &elf).map_err(|e| format!("write {e}"))?;
+        const PVH: &str = "decompress vmlinux to boot by PVH";
+        let bytes = std::fs::read(bz).map_err(|e| Error::io(bz, PVH, e))?;
+        let (_, elf) =
+            bzimage::extract_vmlinux(&bytes).map_err(|e| Error::bad(bz, PVH, e.message()))?;
+        crate::atomic::write(&vmlinux, &elf)
+            .map_err(|e| Error::failed(PVH, format!("write {e}")))?;
     }
     Ok(Boot::Pvh(vmlinux))
 }

@@ -4,6 +4,10 @@
 use crate::codec::{Codec, Decompress};
 use crate::limits;
 use crate::spool::{Spool, Spooled};
+use crate::{Error, Result};
+
+/// The phase of setup header errors.
+const HEADER: &str = "read bzImage setup header";
 
 /// What the setup header says about the payload.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -18,7 +22,7 @@ pub struct Payload {
 }
 
 /// Reads the setup header of `image` (`HdrS` at 0x202, `payload_offset/length` at 0x248/0x24c).
-pub fn payload(image: &[u8]) -> Result<Payload, String> {
+pub fn payload(image: &[u8]) -> Result<Payload> {
     let p = header(image, image.len() as u64)?;
     let magic = &image[p.offset..(p.offset + 8).min(p.offset + p.len)];
     Ok(Payload {
@@ -28,14 +32,14 @@ pub fn payload(image: &[u8]) -> Result<Payload, String> {
 }
 
 /// [`payload`] of a spooled image: reads only its first [`HEAD`] bytes and the payload's magic.
-pub fn spooled_payload(image: &Spooled) -> Result<Payload, String> {
+pub fn spooled_payload(image: &Spooled) -> Result<Payload> {
     let head = image
         .read_at(0, HEAD as u64)
-        .map_err(|e| format!("read the setup header: {e}"))?;
+        .map_err(|e| Error::failed(HEADER, format!("read the setup header: {e}")))?;
     let p = header(&head, image.len())?;
     let magic = image
         .read_at(p.offset as u64, 8.min(p.len as u64))
-        .map_err(|e| format!("read the payload: {e}"))?;
+        .map_err(|e| Error::failed(HEADER, format!("read the payload: {e}")))?;
     Ok(Payload {
         codec: Codec::detect(&magic),
         ..p
@@ -47,20 +51,27 @@ pub fn spooled_payload(image: &Spooled) -> Result<Payload, String> {
 pub const HEAD: usize = 0x200 + 0x1_0000 + 512;
 
 /// The setup header of an image of `len` bytes whose first bytes are `head` (codec unknown).
-fn header(head: &[u8], len: u64) -> Result<Payload, String> {
+fn header(head: &[u8], len: u64) -> Result<Payload> {
     if head.len() < 0x250 {
-        return Err(format!(
-            "{} bytes is too short for a bzImage setup header",
-            head.len()
+        return Err(Error::failed(
+            HEADER,
+            format!(
+                "{} bytes is too short for a bzImage setup header",
+                head.len()
+            ),
         ));
     }
     if &head[0x202..0x206] != b"HdrS" {
-        return Err("no \"HdrS\" setup header magic at 0x202: not an x86 bzImage".into());
+        return Err(Error::failed(
+            HEADER,
+            "no \"HdrS\" setup header magic at 0x202: not an x86 bzImage",
+        ));
     }
     let protocol = u16::from_le_bytes([head[0x206], head[0x207]]);
     if protocol < 0x0208 {
-        return Err(format!(
-            "boot protocol {protocol:#06x} has no payload_offset (needs 2.08+)"
+        return Err(Error::failed(
+            HEADER,
+            format!("boot protocol {protocol:#06x} has no payload_offset (needs 2.08+)"),
         ));
     }
     let mut setup_sects = head[0x1f1];
@@ -77,7 +88,10 @@ fn header(head: &[u8], len: u64) -> Result<Payload, String> {
         .checked_add(plen)
         .filter(|&e| e as u64 <= len)
         .ok_or_else(|| {
-            format!("payload {offset}+{plen} runs past the end of the {len}-byte image")
+            Error::failed(
+                HEADER,
+                format!("payload {offset}+{plen} runs past the end of the {len}-byte image"),
+            )
         })?;
     Ok(Payload {
         protocol,
@@ -118,15 +132,16 @@ impl Payload {
     }
 }
 
+/// The phase of payload decompression errors.
+const DECOMPRESS: &str = "decompress kernel image payload";
+
 /// Decompresses the payload of `image` into the vmlinux ELF (+ relocations), in memory
 /// (at most [`limits::VMLINUX`]).
-pub fn extract_vmlinux(image: &[u8]) -> Result<(Payload, Vec<u8>), String> {
+pub fn extract_vmlinux(image: &[u8]) -> Result<(Payload, Vec<u8>)> {
     let p = payload(image)?;
     if p.codec == Codec::None {
-        return Err(no_codec(
-            &p,
-            &image[p.offset..(p.offset + 8).min(image.len())],
-        ));
+        let magic = &image[p.offset..(p.offset + 8).min(image.len())];
+        return Err(Error::failed(DECOMPRESS, no_codec(&p, magic)));
     }
     let out = p
         .codec
@@ -136,7 +151,7 @@ pub fn extract_vmlinux(image: &[u8]) -> Result<(Payload, Vec<u8>), String> {
             limits::VMLINUX,
             limits::PAYLOAD_DECODER_MEMORY,
         )
-        .map_err(|e| format!("payload ({}): {e}", p.codec.name()))?;
+        .map_err(|e| Error::failed(DECOMPRESS, format!("payload ({}): {e}", p.codec.name())))?;
     Ok((p, out))
 }
 
@@ -144,7 +159,7 @@ pub fn extract_vmlinux(image: &[u8]) -> Result<(Payload, Vec<u8>), String> {
 /// [`limits::VMLINUX`] and [`limits::PAYLOAD_DECODER_MEMORY`] (an [`Decompress::Exceeded`]
 /// past either).
 pub fn spool_vmlinux(image: &Spooled) -> Result<(Payload, Spooled), Decompress> {
-    let p = spooled_payload(image).map_err(Decompress::Failed)?;
+    let p = spooled_payload(image).map_err(|e| Decompress::Failed(e.message()))?;
     if p.codec == Codec::None {
         let magic = image.read_at(p.offset as u64, 8).unwrap_or_default();
         return Err(Decompress::Failed(no_codec(&p, &magic)));

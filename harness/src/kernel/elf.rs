@@ -36,8 +36,9 @@ pub enum SectionsError {
 
 /// Reads the section table of a little-endian ELF64 file. `data` may carry trailing bytes
 /// (vmlinux is followed by its relocation table inside the bzImage payload).
-pub fn sections(data: &[u8]) -> Result<Sections, String> {
-    sections_in(data, data.len() as u64).map_err(|e| e.to_string())
+pub fn sections(data: &[u8]) -> crate::Result<Sections> {
+    sections_in(data, data.len() as u64)
+        .map_err(|e| crate::Error::failed("read ELF sections", e.to_string()))
 }
 
 /// [`sections`] of spooled bytes: in memory, or read back from the spool's file (the section

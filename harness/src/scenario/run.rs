@@ -113,8 +113,7 @@ pub fn run(
         let opts = targets::read_options(&suite.targets, target);
         let report = {
             let _one_vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-            guest::verify(&k, &recipe, &p, &opts, &dir)
-                .map_err(|e| crate::Error::failed("guest", e))?
+            guest::verify(&k, &recipe, &p, &opts, &dir)?
         };
         tail = report.console_tail.clone();
         transcript = Some(report.transcript.clone());

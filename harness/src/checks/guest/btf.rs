@@ -144,7 +144,7 @@ pub fn judge_btf_modules(p: &Prepared, k: &Kernel, out: &str) -> Check {
                     }
                     Some(Err(e)) => {
                         bad += 1;
-                        ev.push(format!("{name}: its .BTF could not be checked against the running kernel's: {e}"));
+                        ev.push(format!("{name}: its .BTF could not be checked against the running kernel's: {}", e.message()));
                     }
                     None => {
                         bad += 1;

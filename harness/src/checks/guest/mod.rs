@@ -18,7 +18,8 @@ pub use tools::{judge_bpftrace, judge_core, start_bpftrace};
 use std::time::Duration;
 
 use super::Check;
-use crate::kernel::{sha256_hex, Kernel};
+use crate::hash::sha256_hex;
+use crate::kernel::Kernel;
 use crate::qemu::args::{Boot, Spec};
 use crate::qemu::machine::{Machine, RunError};
 

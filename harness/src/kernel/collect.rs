@@ -1,0 +1,544 @@
+//! The package's entries as they arrive: the [`Collector`] keeps the kernel image, the config
+//! and each module's record (section table, `.modinfo` dependencies, `.BTF`), each within its
+//! limit, and queues the work for [`super::load`]'s worker.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use super::elf::{self, SectionsError};
+use super::kconfig::Kconfig;
+use super::{bzimage, Config, Image, Module};
+use crate::codec::Codec;
+use crate::limits::{self, Exceeded, Limit, Limited};
+use crate::package::{CountingReader, Entry, EntryKind, Visitor};
+use crate::spool::{Spool, Spooled};
+use crate::{Error, Result};
+
+/// Work for the worker.
+pub(super) enum Job {
+    /// The kernel image, spooled.
+    Image(Spooled),
+    Module {
+        idx: usize,
+        btf: QueuedBtf,
+        codec: Codec,
+    },
+}
+
+/// A module's `.BTF` on its way to the worker.
+pub(super) enum QueuedBtf {
+    /// Held (counted in the queue until the worker is done with it).
+    Memory(Vec<u8>),
+    /// Past [`limits::MODULE_BTF_QUEUE`]: waiting in the spill file.
+    Spilled {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl QueuedBtf {
+    pub(super) fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            QueuedBtf::Memory(v) => Ok(std::borrow::Cow::Borrowed(v)),
+            QueuedBtf::Spilled { file, offset, len } => {
+                let mut v = vec![0u8; *len as usize];
+                file.read_exact_at(&mut v, *offset).map_err(|e| {
+                    Error::failed(
+                        "check module .BTF against vmlinux",
+                        format!("read the module .BTF back from its spill file: {e}"),
+                    )
+                })?;
+                Ok(std::borrow::Cow::Owned(v))
+            }
+        }
+    }
+
+    /// Bytes it holds in memory.
+    pub(super) fn held(&self) -> u64 {
+        match self {
+            QueuedBtf::Memory(v) => v.len() as u64,
+            QueuedBtf::Spilled { .. } => 0,
+        }
+    }
+}
+
+/// The package reader's visitor: what [`super::Kernel::load`] builds the model from.
+pub(super) struct Collector<'p> {
+    file: &'p Path,
+    pub(super) tx: mpsc::Sender<Job>,
+    pub(super) release_dirs: BTreeSet<String>,
+    pub(super) config: Option<Config>,
+    pub(super) image: Option<Image>,
+    pub(super) modules: Vec<Module>,
+    /// Module whose compressed span is still open: (index, packed offset at its start).
+    open_span: Option<(usize, u64)>,
+    pub(super) packed_end: Option<u64>,
+    /// Module `.BTF` bytes held in memory for the worker (it subtracts what it is done with).
+    queued: Arc<AtomicU64>,
+    /// The file module `.BTF` spills to past [`limits::MODULE_BTF_QUEUE`], and its length.
+    spill: Option<(Arc<File>, u64)>,
+    /// Every module `.BTF` byte seen ([`limits::MODULE_BTF_TOTAL`]).
+    btf_total: u64,
+    /// Bytes the module records keep ([`limits::MODULE_RECORDS`]).
+    records: u64,
+    /// Set by the worker when it refused the package: reading stops.
+    stop: Arc<AtomicBool>,
+}
+
+impl<'p> Collector<'p> {
+    pub(super) fn new(
+        file: &'p Path,
+        tx: mpsc::Sender<Job>,
+        queued: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        Collector {
+            file,
+            tx,
+            release_dirs: BTreeSet::new(),
+            config: None,
+            image: None,
+            modules: Vec::new(),
+            open_span: None,
+            packed_end: None,
+            queued,
+            spill: None,
+            btf_total: 0,
+            records: 0,
+            stop,
+        }
+    }
+
+    /// Bad input: `entry` passed `x`.
+    fn exceeded(&self, phase: &'static str, entry: &Entry, x: &Exceeded) -> Error {
+        Error::bad(self.file, phase, format!("{}: {x}", entry.path.display()))
+    }
+
+    /// Refuses an entry whose declared size is already past `limit`.
+    fn check_declared(&self, entry: &Entry, limit: Limit, phase: &'static str) -> Result<()> {
+        if entry.size > limit.max {
+            let x = Exceeded::new(limit, format!("declared {} bytes", entry.size));
+            return Err(self.exceeded(phase, entry, &x));
+        }
+        Ok(())
+    }
+
+    /// A whole small member (the config), within `limit`.
+    fn read_limited(
+        &self,
+        entry: &Entry,
+        data: &mut dyn Read,
+        limit: Limit,
+        phase: &'static str,
+    ) -> Result<Vec<u8>> {
+        self.check_declared(entry, limit, phase)?;
+        let mut buf = Vec::with_capacity(entry.size as usize);
+        Limited::new(data, limit, "contents")
+            .read_to_end(&mut buf)
+            .map_err(|e| match limits::exceeded(&e) {
+                Some(x) => self.exceeded(phase, entry, x),
+                None => Error::bad(
+                    self.file,
+                    phase,
+                    format!("read {}: {e}", entry.path.display()),
+                ),
+            })?;
+        Ok(buf)
+    }
+
+    /// Reads a module: decompresses it into a spool (held up to `limits::MODULE_IN_MEMORY`),
+    /// reads its section table, `.modinfo` and `.BTF` within their limits, and queues the
+    /// `.BTF` for the worker.
+    fn read_module(&mut self, entry: &Entry, data: &mut dyn Read, codec: Codec) -> Result<Module> {
+        const PHASE: &str = "read module";
+        if codec == Codec::None {
+            self.check_declared(entry, limits::MODULE_ELF, PHASE)?;
+        }
+        let what = match codec {
+            Codec::None => "contents".to_string(),
+            c => format!("{} output", c.name()),
+        };
+        let mut spool = Spool::new(limits::MODULE_ELF, limits::MODULE_IN_MEMORY, what);
+        // The declared size is the ELF's for a `.ko`, a floor for a compressed one.
+        spool.reserve(entry.size);
+        let (mut counted, read) = CountingReader::new(data);
+        let decoded = match codec.decoder(&mut counted) {
+            Ok(mut dec) => spool.fill_from(&mut dec).map(|_| ()),
+            Err(e) => Err(io::Error::other(e)),
+        };
+        let mut error = None;
+        if let Err(e) = decoded {
+            if let Some(x) = limits::exceeded(&e) {
+                return Err(self.exceeded(PHASE, entry, x));
+            }
+            if codec == Codec::None {
+                return Err(Error::bad(
+                    self.file,
+                    PHASE,
+                    format!("read {}: {e}", entry.path.display()),
+                ));
+            }
+            error = Some(format!("{} decompression failed: {e}", codec.name()));
+        }
+        // The rest of the file (after a failed or finished decoder): counted, not kept.
+        io::copy(&mut counted, &mut io::sink()).map_err(|e| {
+            Error::bad(
+                self.file,
+                PHASE,
+                format!("read {}: {e}", entry.path.display()),
+            )
+        })?;
+        let mut m = Module {
+            path: entry.path.clone(),
+            codec,
+            file_size: read.get(),
+            elf_size: 0,
+            btf_len: None,
+            btf_nobits: false,
+            debug: Vec::new(),
+            error,
+            base_fit: None,
+            btf_cost: 0,
+            packed_span: None,
+            btf_sha256: None,
+            depends: Vec::new(),
+            softdep_pre: Vec::new(),
+            aliases: Vec::new(),
+        };
+        if m.error.is_some() {
+            return Ok(m);
+        }
+        let io_err = |e: io::Error| {
+            Error::bad(
+                self.file,
+                PHASE,
+                format!("{}: read back: {e}", entry.path.display()),
+            )
+        };
+        let elf = spool.finish().map_err(io_err)?;
+        m.elf_size = elf.len();
+        let s = match elf::spooled_sections(&elf) {
+            Ok(s) => s,
+            Err(SectionsError::Exceeded(x)) => return Err(self.exceeded(PHASE, entry, &x)),
+            Err(SectionsError::Invalid(e)) => {
+                m.error = Some(e);
+                return Ok(m);
+            }
+        };
+        m.btf_nobits = s.btf_nobits;
+        m.debug = s.debug;
+        if let Some((o, l)) = s.modinfo {
+            if l as u64 > limits::MODINFO.max {
+                let x = Exceeded::new(limits::MODINFO, format!("a {l}-byte .modinfo"));
+                return Err(self.exceeded(PHASE, entry, &x));
+            }
+            let bytes = elf.read_at(o as u64, l as u64).map_err(io_err)?;
+            let info = elf::modinfo(&bytes, (0, bytes.len()));
+            let (depends, softdep_pre) = module_deps(&info);
+            m.depends = depends;
+            m.softdep_pre = softdep_pre;
+            m.aliases = info
+                .into_iter()
+                .filter(|(k, v)| k == "alias" && !v.contains([':', '*', '?', '[']))
+                .map(|(_, v)| v)
+                .collect();
+        }
+        if let Some((o, l)) = s.btf {
+            if l as u64 > limits::MODULE_BTF.max {
+                let x = Exceeded::new(limits::MODULE_BTF, format!("a {l}-byte .BTF"));
+                return Err(self.exceeded(PHASE, entry, &x));
+            }
+            self.btf_total += l as u64;
+            if self.btf_total > limits::MODULE_BTF_TOTAL.max {
+                let x = Exceeded::new(
+                    limits::MODULE_BTF_TOTAL,
+                    format!("{} bytes of module .BTF so far", self.btf_total),
+                );
+                return Err(self.exceeded(PHASE, entry, &x));
+            }
+            let bytes = elf.read_at(o as u64, l as u64).map_err(io_err)?;
+            drop(elf);
+            m.btf_len = Some(l as u64);
+            m.btf_sha256 = Some(crate::hash::sha256_hex(&bytes));
+            let btf = self
+                .queue_btf(bytes)
+                .map_err(|e| Error::io(self.file, "spill module .BTF to a temporary file", e))?;
+            let job = Job::Module {
+                idx: self.modules.len(),
+                btf,
+                codec,
+            };
+            // The worker only goes away if it panicked; load() reports that.
+            let _ = self.tx.send(job);
+        }
+        Ok(m)
+    }
+
+    /// Holds `bytes` for the worker while the queue has room, else writes them to the spill file.
+    fn queue_btf(&mut self, bytes: Vec<u8>) -> io::Result<QueuedBtf> {
+        let len = bytes.len() as u64;
+        if self.queued.load(Ordering::Relaxed) + len <= limits::MODULE_BTF_QUEUE {
+            self.queued.fetch_add(len, Ordering::Relaxed);
+            return Ok(QueuedBtf::Memory(bytes));
+        }
+        let (file, end) = match self.spill.take() {
+            Some(s) => s,
+            None => (Arc::new(tempfile::tempfile()?), 0),
+        };
+        file.write_all_at(&bytes, end)?;
+        let q = QueuedBtf::Spilled {
+            file: file.clone(),
+            offset: end,
+            len,
+        };
+        self.spill = Some((file, end + len));
+        Ok(q)
+    }
+
+    /// Counts what `m` keeps against [`limits::MODULE_RECORDS`].
+    fn count_record(&mut self, m: &Module) -> Result<()> {
+        let strings = |v: &[String]| v.iter().map(|s| s.len() as u64 + 24).sum::<u64>();
+        self.records += std::mem::size_of::<Module>() as u64
+            + m.path.as_os_str().len() as u64
+            + m.btf_sha256.as_ref().map_or(0, |s| s.len() as u64)
+            + m.error.as_ref().map_or(0, |s| s.len() as u64)
+            + m.debug
+                .iter()
+                .map(|(n, _)| n.len() as u64 + 32)
+                .sum::<u64>()
+            + strings(&m.depends)
+            + strings(&m.softdep_pre)
+            + strings(&m.aliases);
+        if self.records > limits::MODULE_RECORDS.max {
+            let x = Exceeded::new(
+                limits::MODULE_RECORDS,
+                format!("{} modules, {} bytes", self.modules.len() + 1, self.records),
+            );
+            return Err(Error::bad(
+                self.file,
+                "read module",
+                format!("{}: {x}", m.path.display()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `depends=` and the `pre:` part of `softdep=` from `.modinfo` pairs, names normalized.
+fn module_deps(info: &[(String, String)]) -> (Vec<String>, Vec<String>) {
+    let norm = |s: &str| s.trim().replace('-', "_");
+    let mut depends = Vec::new();
+    let mut pre = Vec::new();
+    for (k, v) in info {
+        match k.as_str() {
+            "depends" => depends.extend(v.split(',').filter(|d| !d.trim().is_empty()).map(norm)),
+            "softdep" => {
+                let mut in_pre = false;
+                for tok in v.split_whitespace() {
+                    match tok {
+                        "pre:" => in_pre = true,
+                        "post:" => in_pre = false,
+                        t if in_pre => pre.push(norm(t)),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (depends, pre)
+}
+
+/// Splits `lib/modules/<release>/<rest>` (also under `usr/`).
+fn modules_path(p: &Path) -> Option<(String, PathBuf)> {
+    let p = p.strip_prefix("usr").unwrap_or(p);
+    let rest = p.strip_prefix("lib/modules").ok()?;
+    let mut comps = rest.components();
+    let release = comps.next()?.as_os_str().to_string_lossy().into_owned();
+    Some((release, comps.as_path().to_path_buf()))
+}
+
+impl Visitor for Collector<'_> {
+    fn visit(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            // load() reports the worker's refusal instead.
+            return Err(Error::bad(self.file, "analyse kernel", "analysis refused"));
+        }
+        if let (Some((idx, start)), Some(now)) = (self.open_span.take(), entry.packed_offset) {
+            self.modules[idx].packed_span = Some(now.saturating_sub(start));
+        }
+        if let Some((release, rest)) = modules_path(&entry.path) {
+            if self.release_dirs.insert(release)
+                && self.release_dirs.len() as u64 > limits::RELEASE_DIRS.max
+            {
+                let x = Exceeded::new(
+                    limits::RELEASE_DIRS,
+                    format!("{} directories", self.release_dirs.len()),
+                );
+                return Err(self.exceeded("read module", entry, &x));
+            }
+            let name = rest
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if entry.kind != EntryKind::File {
+                return Ok(());
+            }
+            let Some(codec) = Codec::from_module_name(&name) else {
+                return Ok(());
+            };
+            let m = self.read_module(entry, data, codec)?;
+            self.count_record(&m)?;
+            if let Some(start) = entry.packed_offset {
+                self.open_span = Some((self.modules.len(), start));
+            }
+            self.modules.push(m);
+            return Ok(());
+        }
+        let Ok(rest) = entry.path.strip_prefix("boot") else {
+            return Ok(());
+        };
+        if entry.kind != EntryKind::File || rest.components().count() != 1 {
+            return Ok(());
+        }
+        let name = rest.to_string_lossy();
+        if name.starts_with("vmlinuz") || name.starts_with("bzImage") {
+            const PHASE: &str = "read kernel image";
+            if let Some(prev) = &self.image {
+                return Err(Error::bad(
+                    self.file,
+                    "find kernel image",
+                    format!(
+                        "two kernel images ({} and {}); a package must hold exactly one",
+                        prev.path.display(),
+                        entry.path.display()
+                    ),
+                ));
+            }
+            self.check_declared(entry, limits::IMAGE, PHASE)?;
+            let mut spool = Spool::new(limits::IMAGE, 0, "contents");
+            let spooled = spool
+                .fill_from(data)
+                .and_then(|_| spool.finish())
+                .map_err(|e| match limits::exceeded(&e) {
+                    Some(x) => self.exceeded(PHASE, entry, x),
+                    None => Error::bad(
+                        self.file,
+                        PHASE,
+                        format!("read {}: {e}", entry.path.display()),
+                    ),
+                })?;
+            let head = spooled
+                .read_at(0, bzimage::HEAD as u64)
+                .map_err(|e| Error::io(self.file, PHASE, e))?;
+            self.image = Some(Image {
+                path: entry.path.clone(),
+                file_size: spooled.len(),
+                version_string: bzimage::version_string(&head),
+                payload: Err(Error::failed("analyse kernel image", "not analysed yet")),
+                btf: Err(Error::failed("analyse kernel image", "not analysed yet")),
+            });
+            let _ = self.tx.send(Job::Image(spooled));
+        } else if name.starts_with("config") {
+            let bytes = self.read_limited(entry, data, limits::CONFIG, "read kernel config")?;
+            let text = String::from_utf8_lossy(&bytes);
+            if let Some(prev) = &self.config {
+                return Err(Error::bad(
+                    self.file,
+                    "find kernel config",
+                    format!(
+                        "two kernel configs ({} and {}); a package must hold exactly one",
+                        prev.path.display(),
+                        entry.path.display()
+                    ),
+                ));
+            }
+            self.config = Some(Config {
+                path: entry.path.clone(),
+                kconfig: Kconfig::parse(&text),
+            });
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, packed_end: Option<u64>) -> Result<()> {
+        if let (Some((idx, start)), Some(end)) = (self.open_span.take(), packed_end) {
+            self.modules[idx].packed_span = Some(end.saturating_sub(start));
+        }
+        self.packed_end = packed_end;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member longer than it declared (a directory package's file growing while it is
+    /// read) is refused at its limit while it streams, not after.
+    #[test]
+    fn limits_hold_while_streaming_whatever_the_declared_size() {
+        let (tx, _rx) = mpsc::channel();
+        let mut c = Collector::new(Path::new("p"), tx, Arc::default(), Arc::default());
+        for (path, limit) in [
+            ("boot/config-x", limits::CONFIG),
+            ("boot/vmlinuz-x", limits::IMAGE),
+        ] {
+            let entry = Entry {
+                path: path.into(),
+                kind: EntryKind::File,
+                size: 10,
+                packed_offset: None,
+            };
+            let mut data = io::repeat(0).take(limit.max + 1);
+            let e = c.visit(&entry, &mut data).unwrap_err().to_string();
+            assert!(
+                e.contains(path) && e.contains(&format!("harness::limits::{}", limit.name)),
+                "{e}"
+            );
+        }
+    }
+
+    /// A module larger than `MODULE_IN_MEMORY` spills to a temporary file and is read back
+    /// the same: section table, `.modinfo`, `.BTF` (real: Debian's amdgpu.ko, 19.5 MB).
+    #[test]
+    fn a_large_module_is_read_from_its_spill_file() {
+        let mut s = crate::bomb::Stream::new(Codec::None).unwrap();
+        let len = crate::bomb::elf(
+            &mut s,
+            &[
+                (".text", limits::MODULE_IN_MEMORY),
+                (".modinfo", 10),
+                (".BTF", 100),
+                (".debug_info", 7),
+            ],
+            0,
+        )
+        .unwrap();
+        let elf = s.finish().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let mut c = Collector::new(Path::new("p"), tx, Arc::default(), Arc::default());
+        let entry = Entry {
+            path: "lib/modules/6.1/kernel/big.ko".into(),
+            kind: EntryKind::File,
+            size: len,
+            packed_offset: None,
+        };
+        c.visit(&entry, &mut &elf[..]).unwrap();
+        let m = &c.modules[0];
+        assert_eq!(
+            (m.elf_size, m.btf_len, m.error.as_deref()),
+            (len, Some(100), None)
+        );
+        assert_eq!(m.debug, vec![(".debug_info".to_string(), 7)]);
+        assert!(
+            matches!(rx.try_recv(), Ok(Job::Module { btf: QueuedBtf::Memory(b), .. }) if b.len() == 100)
+        );
+    }
+}

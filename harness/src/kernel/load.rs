@@ -1,0 +1,270 @@
+//! [`Kernel::load`]: the package read once by a [`Collector`] on this thread while a worker
+//! thread decompresses the kernel image's vmlinux, validates its `.BTF` and checks each
+//! module's split `.BTF` against it as it arrives.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+
+use super::btf::{Base, BaseFit, Btf};
+use super::collect::{Collector, Job, QueuedBtf};
+use super::elf::{self, SectionsError};
+use super::{bzimage, Image, Kernel, PayloadInfo, VmlinuxBtf};
+use crate::codec::{Codec, Decompress};
+use crate::limits::{self, Exceeded};
+use crate::package::{self, ReadOptions};
+use crate::spool::Spooled;
+use crate::{Error, Result};
+
+/// The phase of what the model keeps about the kernel image (payload, vmlinux `.BTF`).
+const ANALYSE_IMAGE: &str = "analyse kernel image";
+/// The phase of a module's base fit.
+const CHECK_MODULE_BTF: &str = "check module .BTF against vmlinux";
+
+impl Kernel {
+    /// Reads the package at `path` and builds the kernel model.
+    pub fn load(path: &Path, opts: &ReadOptions) -> Result<Kernel> {
+        let format = package::detect(path)?;
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let queued = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (q, st) = (queued.clone(), stop.clone());
+            let worker = s.spawn(move || worker(rx, &q, &st));
+            let mut c = Collector::new(path, tx, queued, stop);
+            let read = package::read(path, opts, &mut c);
+            let Collector {
+                tx,
+                release_dirs,
+                config,
+                image,
+                mut modules,
+                packed_end,
+                ..
+            } = c;
+            drop(tx);
+            let results = worker
+                .join()
+                .map_err(|_| Error::bad(path, "analyse kernel", "analysis worker panicked"))?;
+            // A limit the worker met stopped the reading: that is the error to report.
+            if let Some((phase, msg)) = results.refused {
+                return Err(Error::bad(path, phase, msg));
+            }
+            let meta = read?;
+            let mut image = image;
+            if let Some(img) = image.as_mut() {
+                img.payload = results
+                    .payload
+                    .unwrap_or_else(|| Err(Error::failed(ANALYSE_IMAGE, "image was not analysed")));
+                img.btf = results
+                    .vmlinux
+                    .unwrap_or_else(|| Err(Error::failed(ANALYSE_IMAGE, "image was not analysed")));
+            }
+            for (idx, fit, cost) in results.modules {
+                let m = &mut modules[idx];
+                m.base_fit = Some(fit);
+                if let Some(cost) = cost {
+                    m.btf_cost = cost;
+                }
+            }
+            let container = packed_end.and(meta.data_codec);
+            for m in &mut modules {
+                if m.codec == Codec::None {
+                    let btf = m.btf_len.unwrap_or(0);
+                    m.btf_cost = match (container, m.packed_span) {
+                        // Solid container: the module's compressed footprint, shared out by bytes.
+                        (Some(c), Some(span)) if c != Codec::None && m.elf_size > 0 => {
+                            (span as u128 * btf as u128 / m.elf_size as u128) as u64
+                        }
+                        _ => btf,
+                    };
+                }
+            }
+            let release = pick_release(&release_dirs, image.as_ref());
+            Ok(Kernel {
+                source: path.to_path_buf(),
+                format,
+                meta,
+                release,
+                module_dirs: release_dirs,
+                config,
+                image,
+                modules,
+                container,
+            })
+        })
+    }
+}
+
+fn pick_release(dirs: &BTreeSet<String>, image: Option<&Image>) -> Option<String> {
+    let from_image = image
+        .and_then(|i| i.version_string.as_deref())
+        .and_then(|v| v.split_whitespace().next())
+        .map(str::to_string);
+    match dirs.len() {
+        1 => dirs.iter().next().cloned(),
+        0 => from_image,
+        _ => from_image.filter(|r| dirs.contains(r)),
+    }
+}
+
+#[derive(Default)]
+struct WorkerResults {
+    payload: Option<Result<PayloadInfo>>,
+    vmlinux: Option<Result<VmlinuxBtf>>,
+    /// (module index, base fit, standalone compressed cost when the module file is compressed)
+    modules: Vec<(usize, Result<BaseFit>, Option<u64>)>,
+    /// A limit the kernel image's analysis met: (phase, message). The package is bad input.
+    refused: Option<(&'static str, String)>,
+}
+
+fn worker(rx: mpsc::Receiver<Job>, queued: &AtomicU64, stop: &AtomicBool) -> WorkerResults {
+    let mut out = WorkerResults::default();
+    let mut pending: Vec<(usize, QueuedBtf, Codec)> = Vec::new();
+    let mut base: Option<Result<Base>> = None;
+    let analyse =
+        |out: &mut WorkerResults, idx, btf: QueuedBtf, codec, base: Option<&Result<Base>>| {
+            let r = match btf.bytes() {
+                Ok(bytes) => analyse_module_btf(idx, &bytes, codec, base),
+                Err(e) => (idx, Err(e), None),
+            };
+            queued.fetch_sub(btf.held(), Ordering::Relaxed);
+            out.modules.push(r);
+        };
+    for job in rx.iter() {
+        match job {
+            Job::Image(image) => {
+                let (payload, btf, b) = match analyse_image(image) {
+                    Ok(r) => r,
+                    Err(refusal) => {
+                        out.refused = Some(refusal);
+                        stop.store(true, Ordering::Relaxed);
+                        // Drop what still comes until the reader stops.
+                        rx.iter().for_each(drop);
+                        return out;
+                    }
+                };
+                base = Some(b);
+                out.payload = Some(payload);
+                out.vmlinux = Some(btf);
+                for (idx, b, codec) in std::mem::take(&mut pending) {
+                    analyse(&mut out, idx, b, codec, base.as_ref());
+                }
+            }
+            Job::Module { idx, btf, codec } => {
+                if base.is_some() {
+                    analyse(&mut out, idx, btf, codec, base.as_ref());
+                } else {
+                    pending.push((idx, btf, codec));
+                }
+            }
+        }
+    }
+    for (idx, b, codec) in pending {
+        analyse(&mut out, idx, b, codec, None);
+    }
+    out
+}
+
+type ImageAnalysis = (Result<PayloadInfo>, Result<VmlinuxBtf>, Result<Base>);
+
+/// Decompresses the image's payload to a temporary file and reads the vmlinux `.BTF` from it;
+/// `Err((phase, message))` when a limit was met (bad input).
+fn analyse_image(image: Spooled) -> std::result::Result<ImageAnalysis, (&'static str, String)> {
+    let (payload, vmlinux) = match bzimage::spool_vmlinux(&image) {
+        Ok(v) => v,
+        Err(Decompress::Exceeded(x)) => {
+            return Err(("decompress kernel image payload", x.to_string()))
+        }
+        Err(Decompress::Failed(e)) => {
+            let no = Error::failed(ANALYSE_IMAGE, format!("no vmlinux: {e}"));
+            let no_base = Error::failed(CHECK_MODULE_BTF, format!("no vmlinux: {e}"));
+            return Ok((Err(Error::failed(ANALYSE_IMAGE, e)), Err(no), Err(no_base)));
+        }
+    };
+    drop(image);
+    let info = PayloadInfo {
+        codec: payload.codec,
+        compressed: payload.compressed_len() as u64,
+        vmlinux: vmlinux.len(),
+    };
+    // Why the vmlinux `.BTF` is missing: for the image, and for every module's base fit.
+    let no_btf = |e: String| {
+        Ok((
+            Ok(info.clone()),
+            Err(Error::failed(ANALYSE_IMAGE, e.clone())),
+            Err(Error::failed(
+                CHECK_MODULE_BTF,
+                format!("no valid vmlinux .BTF to check against ({e})"),
+            )),
+        ))
+    };
+    let sections = match elf::spooled_sections(&vmlinux) {
+        Ok(s) => s,
+        Err(SectionsError::Exceeded(x)) => return Err(("read vmlinux", format!("vmlinux: {x}"))),
+        Err(SectionsError::Invalid(e)) => return no_btf(format!("vmlinux: {e}")),
+    };
+    let Some((off, len)) = sections.btf else {
+        return no_btf(format!("vmlinux: {}", elf::no_btf_reason(&sections)));
+    };
+    if len as u64 > limits::VMLINUX_BTF.max {
+        let x = Exceeded::new(limits::VMLINUX_BTF, format!("vmlinux: a {len}-byte .BTF"));
+        return Err(("read vmlinux", x.to_string()));
+    }
+    let bytes = match vmlinux.read_at(off as u64, len as u64) {
+        Ok(b) => b,
+        Err(e) => return no_btf(format!("vmlinux: read .BTF: {e}")),
+    };
+    drop(vmlinux);
+    let parsed = match Btf::parse(&bytes, None) {
+        Ok(p) => p,
+        Err(e) => return no_btf(format!("vmlinux .BTF is invalid: {e}")),
+    };
+    let (ntypes, type_len, str_len) =
+        (parsed.ntypes, parsed.header.type_len, parsed.header.str_len);
+    let kinds = parsed.kind_summary();
+    let has_task_struct = parsed.has_struct("task_struct");
+    let base = parsed.as_base();
+    drop(parsed);
+    let cost = payload
+        .codec
+        .compressed_len(&bytes)
+        .map_err(|e| Error::failed("price vmlinux .BTF", e.message()));
+    Ok((
+        Ok(info),
+        Ok(VmlinuxBtf {
+            bytes,
+            ntypes,
+            type_len,
+            str_len,
+            kinds,
+            has_task_struct,
+            cost,
+        }),
+        Ok(base),
+    ))
+}
+
+fn analyse_module_btf(
+    idx: usize,
+    btf: &[u8],
+    codec: Codec,
+    base: Option<&Result<Base>>,
+) -> (usize, Result<BaseFit>, Option<u64>) {
+    let fit = match base {
+        None => Err(Error::failed(
+            CHECK_MODULE_BTF,
+            "the package has no kernel image to check against",
+        )),
+        Some(Err(e)) => Err(e.clone()),
+        Some(Ok(base)) => Btf::parse(btf, Some(base.ntypes))
+            .map(|m| m.check_against_base(base))
+            .map_err(|e| Error::failed(CHECK_MODULE_BTF, format!("module .BTF is invalid: {e}"))),
+    };
+    let cost = match codec {
+        Codec::None => None,
+        c => c.compressed_len(btf).ok(),
+    };
+    (idx, fit, cost)
+}
