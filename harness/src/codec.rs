@@ -76,7 +76,7 @@ impl Codec {
 
     /// Wraps `r` in a streaming decoder allowed [`limits::DECODER_MEMORY`]. Errors with the
     /// codec's name when btfgate has no decoder.
-    pub fn decoder<'a>(self, r: impl Read + 'a) -> Result<Box<dyn Read + 'a>, String> {
+    pub fn decoder<'a>(self, r: impl Read + 'a) -> crate::Result<Box<dyn Read + 'a>> {
         self.decoder_within(r, limits::DECODER_MEMORY)
     }
 
@@ -87,7 +87,7 @@ impl Codec {
         self,
         r: impl Read + 'a,
         memory: Limit,
-    ) -> Result<Box<dyn Read + 'a>, String> {
+    ) -> crate::Result<Box<dyn Read + 'a>> {
         let inner: Box<dyn Read + 'a> = match self {
             Codec::None => return Ok(Box::new(r)),
             Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
@@ -96,21 +96,29 @@ impl Codec {
                     memory.max,
                     liblzma::stream::CONCATENATED,
                 )
-                .map_err(|e| format!("xz decoder: {e}"))?;
+                .map_err(|e| crate::Error::failed("decompress", format!("xz decoder: {e}")))?;
                 Box::new(liblzma::read::XzDecoder::new_stream(r, stream))
             }
             Codec::Zstd => {
-                let mut d = zstd::stream::read::Decoder::new(r)
-                    .map_err(|e| format!("zstd decoder: {e}"))?;
+                let mut d = zstd::stream::read::Decoder::new(r).map_err(|e| {
+                    crate::Error::failed("decompress", format!("zstd decoder: {e}"))
+                })?;
                 // The largest power of two the limit holds.
                 let log = 63 - memory.max.max(1).leading_zeros();
-                d.window_log_max(log)
-                    .map_err(|e| format!("zstd decoder: window of 2^{log} bytes: {e}"))?;
+                d.window_log_max(log).map_err(|e| {
+                    crate::Error::failed(
+                        "decompress",
+                        format!("zstd decoder: window of 2^{log} bytes: {e}"),
+                    )
+                })?;
                 Box::new(d)
             }
             Codec::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(r)),
             Codec::Bzip2 | Codec::Lzma | Codec::Lzo => {
-                return Err(format!("unsupported compression {}", self.name()))
+                return Err(crate::Error::failed(
+                    "decompress",
+                    format!("unsupported compression {}", self.name()),
+                ))
             }
         };
         Ok(Box::new(NamedErrors {
@@ -150,7 +158,7 @@ impl Codec {
         let mut out = Vec::with_capacity(size_hint.min(usize::try_from(limit.max).unwrap_or(0)));
         let read = self
             .decoder_within(data, memory)
-            .map_err(Decompress::Failed)?
+            .map_err(|e| Decompress::Failed(e.message()))?
             .take(limit.max.saturating_add(1))
             .read_to_end(&mut out);
         if let Err(e) = read {

@@ -174,7 +174,7 @@ pub fn spool_vmlinux(image: &Spooled) -> Result<(Payload, Spooled), Decompress> 
             image.reader(p.offset as u64, p.compressed_len() as u64),
             limits::PAYLOAD_DECODER_MEMORY,
         )
-        .map_err(Decompress::Failed)?;
+        .map_err(|e| Decompress::Failed(e.message()))?;
     let mut out = Spool::new(
         limits::VMLINUX,
         0,

@@ -170,7 +170,7 @@ impl<'p> Collector<'p> {
         let (mut counted, read) = CountingReader::new(data);
         let decoded = match codec.decoder(&mut counted) {
             Ok(mut dec) => spool.fill_from(&mut dec).map(|_| ()),
-            Err(e) => Err(io::Error::other(e)),
+            Err(e) => Err(io::Error::other(e.message())),
         };
         let mut error = None;
         if let Err(e) = decoded {

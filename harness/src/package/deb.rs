@@ -131,7 +131,7 @@ pub fn read(path: &Path, visitor: &mut dyn Visitor) -> Result<PackageMeta> {
             let codec = member_codec(path, name)?;
             let dec = codec
                 .decoder(member)
-                .map_err(|e| Error::unsupported(path, "read deb control", e))?;
+                .map_err(|e| Error::unsupported(path, "read deb control", e.message()))?;
             meta = Some(read_control(
                 path,
                 Limited::new(
@@ -145,7 +145,7 @@ pub fn read(path: &Path, visitor: &mut dyn Visitor) -> Result<PackageMeta> {
             let (counting, pos) = CountingReader::new(member);
             let dec = codec
                 .decoder(counting)
-                .map_err(|e| Error::unsupported(path, "read deb data", e))?;
+                .map_err(|e| Error::unsupported(path, "read deb data", e.message()))?;
             walk_tar(
                 path,
                 "read deb data tar",
