@@ -4,31 +4,30 @@
 //! a comparison, one per step holding the gate. quick-junit escapes the text and strips the
 //! characters XML cannot hold.
 
-use anyhow::Context;
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 use super::{Comparison, PackageReport, Step};
 use crate::checks::{Check, Status};
 
 /// The JUnit report of `verify`: one test suite per package.
-pub fn verify(reports: &[PackageReport]) -> anyhow::Result<String> {
+pub fn verify(reports: &[PackageReport]) -> crate::Result<String> {
     let mut report = Report::new("btfgate");
     report.add_test_suites(reports.iter().map(package_suite));
-    finish(&report).context("serializing the JUnit report of verify")
+    finish(&report).map_err(|e| crate::Error::failed("JUnit report of verify", e.to_string()))
 }
 
 /// The JUnit report of `compare`: the package suites, then one suite per step with its gate.
-pub fn compare(c: &Comparison) -> anyhow::Result<String> {
+pub fn compare(c: &Comparison) -> crate::Result<String> {
     let mut report = Report::new("btfgate");
     report.add_test_suites(c.packages.iter().map(package_suite));
     report.add_test_suites(c.steps.iter().map(|s| step_suite(c, s)));
-    finish(&report).context("serializing the JUnit report of compare")
+    finish(&report).map_err(|e| crate::Error::failed("JUnit report of compare", e.to_string()))
 }
 
 /// Serializes `report`, leaving out the `skipped` count of the root `<testsuites>`: the
 /// Jenkins xunit schema (junit-10.xsd) does not declare it there and rejects the document,
 /// while every `<testsuite>` keeps its own `skipped` count.
-fn finish(report: &Report) -> anyhow::Result<String> {
+fn finish(report: &Report) -> Result<String, quick_junit::SerializeError> {
     let mut xml = report.to_string()?;
     if let Some(start) = xml.find("<testsuites") {
         if let Some(len) = xml[start..].find('>') {

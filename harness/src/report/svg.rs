@@ -5,7 +5,6 @@
 //! laid out with plotters' naive width estimate (no font files are read), so package labels are
 //! drawn by this module: shortened, and turned upright when they would not fit side by side.
 
-use anyhow::Context;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
@@ -28,14 +27,16 @@ const MODULES: RGBColor = RGBColor(255, 127, 14);
 const ALERT: RGBColor = RGBColor(214, 39, 40);
 
 /// The chart of `packages` (oldest first) against `budget`, as an SVG document.
-pub fn chart(packages: &[PackageReport], budget: u64) -> anyhow::Result<String> {
+pub fn chart(packages: &[PackageReport], budget: u64) -> crate::Result<String> {
     let layout = Layout::of(packages);
     let mut svg = String::new();
     {
         let root =
             SVGBackend::with_string(&mut svg, (layout.width, layout.height)).into_drawing_area();
-        draw(&root, packages, budget, &layout).context("drawing the SVG chart")?;
-        root.present().context("finishing the SVG chart")?;
+        draw(&root, packages, budget, &layout)
+            .map_err(|e| crate::Error::failed("SVG chart", format!("drawing: {e}")))?;
+        root.present()
+            .map_err(|e| crate::Error::failed("SVG chart", format!("finishing: {e}")))?;
     }
     Ok(svg)
 }
