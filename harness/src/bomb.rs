@@ -266,22 +266,31 @@ pub fn elf(s: &mut Stream, sections: &[(&str, u64)], extra_headers: u32) -> Resu
 /// A .deb (`ar` archive) of `debian-binary`, `control.tar<ext>` and `data.tar<ext>`, the
 /// members given compressed.
 pub fn deb(control: (&str, &[u8]), data: (&str, &[u8])) -> Vec<u8> {
+    ar_of(&[
+        (b"debian-binary", b"2.0\n"),
+        (control.0.as_bytes(), control.1),
+        (data.0.as_bytes(), data.1),
+    ])
+}
+
+/// An `ar` archive of `members` (names up to 16 bytes, sizes as given), as a .deb is.
+pub fn ar_of(members: &[(&[u8], &[u8])]) -> Vec<u8> {
     let mut out = b"!<arch>\n".to_vec();
-    for (name, bytes) in [("debian-binary", &b"2.0\n"[..]), control, data] {
+    for (name, data) in members {
         let mut h = format!(
             "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
-            name,
-            0,
+            String::from_utf8_lossy(name),
+            1_700_000_000u64,
             0,
             0,
             "100644",
-            bytes.len()
+            data.len()
         )
         .into_bytes();
         h.truncate(60);
         out.extend_from_slice(&h);
-        out.extend_from_slice(bytes);
-        if bytes.len() % 2 == 1 {
+        out.extend_from_slice(data);
+        if data.len() % 2 == 1 {
             out.push(b'\n');
         }
     }

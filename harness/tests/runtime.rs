@@ -372,10 +372,7 @@ fn interrupted_trial(sig: nix::sys::signal::Signal) -> R {
         || String::from_utf8_lossy(&std::fs::read(err.path()).unwrap_or_default()).into_owned();
     let t0 = Instant::now();
     let qemu = loop {
-        let mine: Vec<u32> = guest::processes_matching("\0-name\0btfgate-")
-            .into_iter()
-            .filter(|q| parent_of(*q) == Some(p.pid()))
-            .collect();
+        let mine = guest::children_matching(p.pid(), "\0-name\0btfgate-");
         if let Some(q) = mine.first() {
             break *q;
         }
@@ -426,17 +423,6 @@ fn interrupted_trial(sig: nix::sys::signal::Signal) -> R {
         "temporary files left after {sig}: {left:?}"
     );
     Ok(())
-}
-
-/// The parent pid of `pid`, from /proc.
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 fn main() -> std::process::ExitCode {

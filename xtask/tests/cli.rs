@@ -549,30 +549,42 @@ fn configure_refuses_dropped_btf() -> R {
     Ok(())
 }
 
-/// Children of `parent` whose command line contains `needle` (pid list).
-fn children_matching(parent: u32, needle: &str) -> Vec<u32> {
-    harness::guest::processes_matching(needle)
-        .into_iter()
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // pid (comm) state ppid …: the fields after the last ')'.
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok())
-                == Some(parent)
-        })
-        .collect()
+use harness::guest::{alive, children_matching};
+
+/// A running `cargo xtask verify --package <cloud kernel> --accel tcg`, and what it writes into.
+struct Verify {
+    p: harness::process::Process,
+    /// Its stderr.
+    err: tempfile::NamedTempFile,
+    _report: tempfile::TempDir,
+    /// Its private TMPDIR.
+    tmp: tempfile::TempDir,
 }
 
-/// Whether process `pid` still exists and is not a zombie.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next())
-                .is_some_and(|state| state != "Z")
-        })
-        .unwrap_or(false)
+/// Starts `verify` on the cloud kernel with a private TMPDIR and report directory, stderr to a
+/// file, and `env` besides.
+fn spawn_verify(env: &[(&str, &Path)]) -> Result<Verify, Failed> {
+    use harness::process::{Cmd, Output as Out};
+    let pkg = host_kernel(Flavor::Cloud)?;
+    let err = tempfile::NamedTempFile::new()?;
+    let report = tempfile::tempdir()?;
+    let tmp = tempfile::tempdir()?;
+    let mut cmd = Cmd::new(env!("CARGO_BIN_EXE_xtask"), Duration::from_secs(600))
+        .args(["verify", "--package"])
+        .arg(&pkg)
+        .args(["--accel", "tcg", "--report-dir"])
+        .arg(report.path())
+        .env("TMPDIR", tmp.path());
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    let p = cmd.spawn(Out::Null, Out::File(err.path()))?;
+    Ok(Verify {
+        p,
+        err,
+        _report: report,
+        tmp,
+    })
 }
 
 /// `cargo xtask verify` on the cloud kernel gets `sig` (to its own pid only, as a CI runner
@@ -580,19 +592,10 @@ fn alive(pid: u32) -> bool {
 /// guest check running (`during_checks`): it exits 128 + sig saying what it
 /// interrupted, and 2 s later no QEMU of it is left.
 fn interrupt(sig: nix::sys::signal::Signal, during_checks: bool) -> R {
-    use harness::process::{Cmd, Output as Out};
     use std::time::Instant;
-    let pkg = host_kernel(Flavor::Cloud)?;
-    let err = tempfile::NamedTempFile::new()?;
-    let report = tempfile::tempdir()?;
-    let tmp = tempfile::tempdir()?;
-    let mut p = Cmd::new(env!("CARGO_BIN_EXE_xtask"), Duration::from_secs(600))
-        .args(["verify", "--package"])
-        .arg(&pkg)
-        .args(["--accel", "tcg", "--report-dir"])
-        .arg(report.path())
-        .env("TMPDIR", tmp.path())
-        .spawn(Out::Null, Out::File(err.path()))?;
+    let Verify {
+        mut p, err, tmp, ..
+    } = spawn_verify(&[])?;
     let t0 = Instant::now();
     let qemu = loop {
         // QEMU's command line (`-name btfgate-…`), not a package query that names qemu.
@@ -682,22 +685,12 @@ fn no_temporaries(tmpdir: &Path, cache: &Path, sig: nix::sys::signal::Signal) ->
 /// for the guest (a `.unpack-` directory exists): it exits 143 and 2 s later the half-unpacked
 /// directory is gone.
 fn interrupt_while_unpacking() -> R {
-    use harness::process::{Cmd, Output as Out};
     use nix::sys::signal::Signal;
     use std::time::Instant;
-    let pkg = host_kernel(Flavor::Cloud)?;
-    let err = tempfile::NamedTempFile::new()?;
-    let report = tempfile::tempdir()?;
-    let tmp = tempfile::tempdir()?;
     let cache = tempfile::tempdir()?;
-    let mut p = Cmd::new(env!("CARGO_BIN_EXE_xtask"), Duration::from_secs(600))
-        .args(["verify", "--package"])
-        .arg(&pkg)
-        .args(["--accel", "tcg", "--report-dir"])
-        .arg(report.path())
-        .env("TMPDIR", tmp.path())
-        .env("BTFGATE_CACHE", cache.path())
-        .spawn(Out::Null, Out::File(err.path()))?;
+    let Verify {
+        mut p, err, tmp, ..
+    } = spawn_verify(&[("BTFGATE_CACHE", cache.path())])?;
     let unpacked = cache.path().join("unpacked");
     let t0 = Instant::now();
     let half = loop {

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 use std::time::Instant;
 
-use super::prepare::{pvh_or_bzimage, qemu_binary, unpack};
+use super::prepare::{kernel_to_boot, qemu_binary, unpack};
 use super::qemu_name;
 
 /// The bare floor for benchmarks: QEMU booting the same kernel (same boot path) with a minimal
@@ -30,13 +30,7 @@ pub fn boot_floor(
     const FLOOR: &str = "floor boot";
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, FLOOR, e))?;
     let unpacked = unpack(k, &[], opts)?;
-    let img_rel = k
-        .image
-        .as_ref()
-        .ok_or_else(|| Error::failed(FLOOR, "the package has no kernel image"))?
-        .path
-        .clone();
-    let boot = pvh_or_bzimage(k, &unpacked.join(&img_rel), &unpacked)?;
+    let boot = kernel_to_boot(k, &unpacked, FLOOR)?;
     let nodes = vec![
         Node::file("bin/busybox", 0o755, Source::Host(recipe.busybox.clone())),
         Node::file(

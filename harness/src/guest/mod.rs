@@ -128,6 +128,29 @@ pub fn processes_matching(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The fields of `/proc/<pid>/stat` after the command name (state, ppid, …).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// Children of `parent` whose command line contains `needle`.
+pub fn children_matching(parent: u32, needle: &str) -> Vec<u32> {
+    processes_matching(needle)
+        .into_iter()
+        .filter(|pid| {
+            stat_fields(*pid).and_then(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()))
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s != "Z"))
+}
+
 /// Boots the package's kernel and runs every guest check. Infrastructure problems (no qemu,
 /// nothing to boot) are errors; everything the guest does or fails to do is a check result.
 pub fn verify(

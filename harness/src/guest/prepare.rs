@@ -115,14 +115,7 @@ pub fn prepare(
     }
     wanted_names.retain(|n| find_module(k, n).is_some());
     let dir = unpack(k, &order, opts)?;
-    let img_rel = k
-        .image
-        .as_ref()
-        .ok_or_else(|| Error::failed(PREPARE, "the package has no kernel image"))?
-        .path
-        .clone();
-    let bz = dir.join(&img_rel);
-    let boot = pvh_or_bzimage(k, &bz, &dir)?;
+    let boot = kernel_to_boot(k, &dir, PREPARE)?;
     let mut nodes = recipe.nodes()?;
     let mut dep = String::new();
     for m in &order {
@@ -163,6 +156,17 @@ fn modules_rel(p: &Path) -> String {
     let s = p.to_string_lossy();
     let s = s.strip_prefix("usr/").unwrap_or(&s);
     s.splitn(4, '/').nth(3).unwrap_or(s).to_string()
+}
+
+/// The kernel to boot from the package unpacked in `dir`: its image as a bzImage, or the
+/// vmlinux inside it through PVH ([`pvh_or_bzimage`]).
+pub(super) fn kernel_to_boot(k: &Kernel, dir: &Path, phase: &'static str) -> Result<Boot> {
+    let rel = &k
+        .image
+        .as_ref()
+        .ok_or_else(|| Error::failed(phase, "the package has no kernel image"))?
+        .path;
+    pvh_or_bzimage(k, &dir.join(rel), dir)
 }
 
 /// Boots through PVH with the vmlinux decompressed on the host when the kernel supports it and

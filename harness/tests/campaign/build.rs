@@ -483,29 +483,7 @@ pub fn gzip_members(data: &[u8]) -> Vec<Range<usize>> {
     out
 }
 
-/// An ar archive of `members` (names up to 16 bytes, sizes as given).
-pub fn ar_of(members: &[(&[u8], &[u8])]) -> Vec<u8> {
-    let mut out = b"!<arch>\n".to_vec();
-    for (name, data) in members {
-        let mut h = format!(
-            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
-            String::from_utf8_lossy(name),
-            1_700_000_000u64,
-            0,
-            0,
-            "100644",
-            data.len()
-        )
-        .into_bytes();
-        h.truncate(60);
-        out.extend_from_slice(&h);
-        out.extend_from_slice(data);
-        if data.len() % 2 == 1 {
-            out.push(b'\n');
-        }
-    }
-    out
-}
+pub use harness::bomb::ar_of;
 
 /// The first member of the ar archive at `path` whose name starts with `prefix`: (name, data),
 /// reading only the headers before it.
