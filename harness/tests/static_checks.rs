@@ -235,6 +235,70 @@ fn subset_dir_passes(f: Flavor) -> R {
     Ok(())
 }
 
+/// The subset laid out as Debian's split kernels (trixie-backports, sid) and Fedora ship
+/// theirs: the image and config beside the modules, `usr/lib/modules/<release>/{vmlinuz,config}`,
+/// nothing under `boot/`. The same checks pass on the same evidence; with the `boot/` image
+/// kept as well, the package holds two kernel images, which is bad input naming both.
+fn usr_lib_modules_layout_passes(f: Flavor) -> R {
+    let d = copy_subset(f);
+    let root = d.path();
+    let release = fs::read_dir(root.join("lib/modules"))?
+        .next()
+        .ok_or("no lib/modules/<release>")??
+        .file_name();
+    let usr = root.join("usr/lib/modules");
+    fs::create_dir_all(&usr)?;
+    fs::rename(root.join("lib/modules").join(&release), usr.join(&release))?;
+    let dest = usr.join(&release);
+    let image = find(&root.join("boot"), &|n| n.starts_with("vmlinuz"));
+    let config = find(&root.join("boot"), &|n| n.starts_with("config"));
+    ensure!(
+        image.len() == 1 && config.len() == 1,
+        "{image:?} {config:?}"
+    );
+    fs::copy(&image[0], dest.join("vmlinuz"))?;
+    fs::rename(&config[0], dest.join("config"))?;
+    // Both images: refused, naming both.
+    let e = Kernel::load(root, &opts())
+        .err()
+        .ok_or("two kernel images were accepted")?;
+    let msg = e.to_string();
+    ensure!(
+        matches!(e, Error::BadInput { .. })
+            && msg.contains("two kernel images")
+            && msg.contains("usr/lib/modules/"),
+        "{msg}"
+    );
+    fs::remove_file(&image[0])?;
+    let k = Kernel::load(root, &opts())?;
+    ensure!(
+        k.image
+            .as_ref()
+            .is_some_and(|i| i.path.ends_with("vmlinuz") && i.path.starts_with("usr/lib/modules")),
+        "image {:?}",
+        k.image.as_ref().map(|i| &i.path)
+    );
+    ensure!(
+        k.config
+            .as_ref()
+            .is_some_and(|c| c.path.starts_with("usr/lib/modules")),
+        "config {:?}",
+        k.config.as_ref().map(|c| &c.path)
+    );
+    let checks = run_static(&k);
+    for id in harness::checks::static_ids() {
+        if id != "size.budget" {
+            expect(&checks, id, Status::Pass)?;
+        }
+    }
+    ensure!(
+        k.vmlinux_btf().unwrap().bytes == full(f).vmlinux_btf().unwrap().bytes,
+        "the usr/lib/modules layout gives another vmlinux BTF"
+    );
+    ensure!(k.modules.len() >= 12, "{} modules", k.modules.len());
+    Ok(())
+}
+
 // ---- negative controls --------------------------------------------------------------------
 
 fn kconfig_without_btf(f: Flavor) -> R {
@@ -743,6 +807,10 @@ fn main() -> std::process::ExitCode {
             real_package,
         ));
         trials.push(t("real::subset_directory_passes", subset_dir_passes));
+        trials.push(t(
+            "real::usr_lib_modules_layout_passes",
+            usr_lib_modules_layout_passes,
+        ));
         trials.push(t("control::kconfig_without_btf_fails", kconfig_without_btf));
         trials.push(t("control::kconfig_missing_fails", kconfig_missing));
         trials.push(t("control::vmlinux_without_btf_fails", vmlinux_without_btf));

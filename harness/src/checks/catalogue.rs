@@ -53,13 +53,13 @@ pub const CATALOGUE: [Def; 16] = [
     Def {
         id: KCONFIG_BTF,
         kind: Kind::Static,
-        proves: "the package's config (`/boot/config-*`) sets `CONFIG_DEBUG_INFO_BTF=y`, and `CONFIG_DEBUG_INFO_BTF_MODULES=y` when the package has modules",
+        proves: "the package's config (`boot/config-*`, or `(usr/)lib/modules/<release>/config` beside the modules) sets `CONFIG_DEBUG_INFO_BTF=y`, and `CONFIG_DEBUG_INFO_BTF_MODULES=y` when the package has modules",
         controls: "`harness/tests/static_checks.rs::kconfig_without_btf` (the config a refresh that drops BTF writes), `harness/tests/static_checks.rs::kconfig_missing`, `scenarios/static/no-btf.yaml` (a kernel built with BTF off); the source build itself refuses such a refresh: `xtask/tests/cli.rs::configure_refuses_dropped_btf`",
     },
     Def {
         id: VMLINUX_BTF,
         kind: Kind::Static,
-        proves: "the vmlinux inside the bzImage (payload located by the setup header; gzip, xz, zstd, lz4 legacy) has a `.BTF` with data whose every type record walks to the exact end of the type section, with a valid string section, defining `struct task_struct`",
+        proves: "the vmlinux inside the kernel image (`boot/vmlinuz*`, or `(usr/)lib/modules/<release>/vmlinuz`; payload located by the setup header; gzip, xz, zstd, lz4 legacy) has a `.BTF` with data whose every type record walks to the exact end of the type section, with a valid string section, defining `struct task_struct`",
         controls: "`harness/tests/static_checks.rs::vmlinux_without_btf`, `harness/tests/static_checks.rs::vmlinux_btf_nobits` (`SHT_NOBITS`, what `objcopy --only-keep-debug` leaves), `harness/tests/static_checks.rs::vmlinux_btf_truncated`, `harness/tests/static_checks.rs::vmlinux_without_task_struct`, `scenarios/static/no-btf.yaml`",
     },
     Def {

@@ -54,7 +54,10 @@ pub fn run_all(k: &Kernel, p: &StaticParams) -> Vec<Check> {
 
 pub fn kconfig_btf(k: &Kernel) -> Check {
     let Some(cfg) = &k.config else {
-        return Check::fail(KCONFIG_BTF, "the package has no boot/config-* file");
+        return Check::fail(
+            KCONFIG_BTF,
+            "the package has no kernel config (boot/config-* or lib/modules/<release>/config)",
+        );
     };
     let c = &cfg.kconfig;
     let mut want = vec!["CONFIG_DEBUG_INFO_BTF"];
@@ -105,7 +108,10 @@ pub fn kconfig_btf(k: &Kernel) -> Check {
 
 pub fn vmlinux_btf(k: &Kernel) -> Check {
     let Some(img) = &k.image else {
-        return Check::fail(VMLINUX_BTF, "the package has no boot/vmlinuz* kernel image");
+        return Check::fail(
+            VMLINUX_BTF,
+            "the package has no kernel image (boot/vmlinuz* or lib/modules/<release>/vmlinuz)",
+        );
     };
     let mut ev = vec![format!(
         "image {} ({} bytes)",

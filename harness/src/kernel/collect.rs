@@ -390,6 +390,16 @@ impl Visitor for Collector<'_> {
             if entry.kind != EntryKind::File {
                 return Ok(());
             }
+            // The image and config beside the modules, as Debian's split kernels (trixie-
+            // backports, sid) and Fedora ship them: `(usr/)lib/modules/<release>/vmlinuz` and
+            // `…/config`. Alpine's `lib/modules/<release>/vmlinuz` is a symlink to its
+            // `/boot` image, and links were skipped above.
+            if rest.as_os_str() == "vmlinuz" {
+                return self.image_entry(entry, data);
+            }
+            if rest.as_os_str() == "config" {
+                return self.config_entry(entry, data);
+            }
             let Some(codec) = Codec::from_module_name(&name) else {
                 return Ok(());
             };
@@ -409,62 +419,12 @@ impl Visitor for Collector<'_> {
         }
         let name = rest.to_string_lossy();
         if name.starts_with("vmlinuz") || name.starts_with("bzImage") {
-            const PHASE: &str = "read kernel image";
-            if let Some(prev) = &self.image {
-                return Err(Error::bad(
-                    self.file,
-                    "find kernel image",
-                    format!(
-                        "two kernel images ({} and {}); a package must hold exactly one",
-                        prev.path.display(),
-                        entry.path.display()
-                    ),
-                ));
-            }
-            self.check_declared(entry, limits::IMAGE, PHASE)?;
-            let mut spool = Spool::new(limits::IMAGE, 0, "contents");
-            let spooled = spool
-                .fill_from(data)
-                .and_then(|_| spool.finish())
-                .map_err(|e| match limits::exceeded(&e) {
-                    Some(x) => self.exceeded(PHASE, entry, x),
-                    None => Error::bad(
-                        self.file,
-                        PHASE,
-                        format!("read {}: {e}", entry.path.display()),
-                    ),
-                })?;
-            let head = spooled
-                .read_at(0, bzimage::HEAD as u64)
-                .map_err(|e| Error::io(self.file, PHASE, e))?;
-            self.image = Some(Image {
-                path: entry.path.clone(),
-                file_size: spooled.len(),
-                version_string: bzimage::version_string(&head),
-                payload: Err(Error::failed("analyse kernel image", "not analysed yet")),
-                btf: Err(Error::failed("analyse kernel image", "not analysed yet")),
-            });
-            let _ = self.tx.send(Job::Image(spooled));
+            self.image_entry(entry, data)
         } else if name.starts_with("config") {
-            let bytes = self.read_limited(entry, data, limits::CONFIG, "read kernel config")?;
-            let text = String::from_utf8_lossy(&bytes);
-            if let Some(prev) = &self.config {
-                return Err(Error::bad(
-                    self.file,
-                    "find kernel config",
-                    format!(
-                        "two kernel configs ({} and {}); a package must hold exactly one",
-                        prev.path.display(),
-                        entry.path.display()
-                    ),
-                ));
-            }
-            self.config = Some(Config {
-                path: entry.path.clone(),
-                kconfig: Kconfig::parse(&text),
-            });
+            self.config_entry(entry, data)
+        } else {
+            Ok(())
         }
-        Ok(())
     }
 
     fn end(&mut self, packed_end: Option<u64>) -> Result<()> {
@@ -472,6 +432,73 @@ impl Visitor for Collector<'_> {
             self.modules[idx].packed_span = Some(end.saturating_sub(start));
         }
         self.packed_end = packed_end;
+        Ok(())
+    }
+}
+
+impl Collector<'_> {
+    /// The kernel image (`boot/vmlinuz*`, `boot/bzImage*` or `(usr/)lib/modules/<rel>/vmlinuz`),
+    /// spooled and sent to the worker; a second one is bad input.
+    fn image_entry(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()> {
+        const PHASE: &str = "read kernel image";
+        if let Some(prev) = &self.image {
+            return Err(Error::bad(
+                self.file,
+                "find kernel image",
+                format!(
+                    "two kernel images ({} and {}); a package must hold exactly one",
+                    prev.path.display(),
+                    entry.path.display()
+                ),
+            ));
+        }
+        self.check_declared(entry, limits::IMAGE, PHASE)?;
+        let mut spool = Spool::new(limits::IMAGE, 0, "contents");
+        let spooled = spool
+            .fill_from(data)
+            .and_then(|_| spool.finish())
+            .map_err(|e| match limits::exceeded(&e) {
+                Some(x) => self.exceeded(PHASE, entry, x),
+                None => Error::bad(
+                    self.file,
+                    PHASE,
+                    format!("read {}: {e}", entry.path.display()),
+                ),
+            })?;
+        let head = spooled
+            .read_at(0, bzimage::HEAD as u64)
+            .map_err(|e| Error::io(self.file, PHASE, e))?;
+        self.image = Some(Image {
+            path: entry.path.clone(),
+            file_size: spooled.len(),
+            version_string: bzimage::version_string(&head),
+            payload: Err(Error::failed("analyse kernel image", "not analysed yet")),
+            btf: Err(Error::failed("analyse kernel image", "not analysed yet")),
+        });
+        let _ = self.tx.send(Job::Image(spooled));
+        Ok(())
+    }
+
+    /// The kernel config (`boot/config*` or `(usr/)lib/modules/<rel>/config`); a second one is
+    /// bad input.
+    fn config_entry(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()> {
+        let bytes = self.read_limited(entry, data, limits::CONFIG, "read kernel config")?;
+        let text = String::from_utf8_lossy(&bytes);
+        if let Some(prev) = &self.config {
+            return Err(Error::bad(
+                self.file,
+                "find kernel config",
+                format!(
+                    "two kernel configs ({} and {}); a package must hold exactly one",
+                    prev.path.display(),
+                    entry.path.display()
+                ),
+            ));
+        }
+        self.config = Some(Config {
+            path: entry.path.clone(),
+            kconfig: Kconfig::parse(&text),
+        });
         Ok(())
     }
 }
