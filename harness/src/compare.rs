@@ -253,6 +253,7 @@ mod tests {
             vmlinux_btf_raw: vmlinux_btf,
             modules_btf_raw: with_btf as u64 * 1000,
             modules_btf: with_btf as u64 * 300,
+            modules_compressed: false,
             modules_method: String::new(),
             total: vmlinux_btf / 4 + with_btf as u64 * 300,
         }

@@ -29,6 +29,8 @@ pub struct Breakdown {
     pub modules_btf_raw: u64,
     /// BTF share of the module files as stored in the package.
     pub modules_btf: u64,
+    /// The modules are compressed files (`.ko.xz`…), on disk as in the package.
+    pub modules_compressed: bool,
     pub modules_method: String,
     /// Total BTF cost: `vmlinuz_btf + modules_btf`.
     pub total: u64,
@@ -61,6 +63,7 @@ impl Breakdown {
             (Some(c), _) => format!("each module's .BTF compressed alone with {}", c.name()),
         };
         let modules_btf: u64 = k.modules.iter().map(|m| m.btf_cost).sum();
+        let modules_compressed = k.modules.iter().any(|m| m.codec != Codec::None);
         Breakdown {
             package: k.meta.file_size,
             installed: k.meta.installed_size,
@@ -73,6 +76,7 @@ impl Breakdown {
             vmlinux_btf_raw: vm.map(|v| v.bytes.len() as u64).unwrap_or(0),
             modules_btf_raw: k.modules.iter().filter_map(|m| m.btf_len).sum(),
             modules_btf,
+            modules_compressed,
             modules_method,
             total: vmlinuz_btf.unwrap_or(0) + modules_btf,
         }
@@ -104,14 +108,20 @@ impl Breakdown {
                 self.package.saturating_sub(self.total),
             ),
         ];
+        // Installed, the kernel image is as compressed as in the package (its share is the
+        // vmlinuz row's); modules are on disk as they are in the package: compressed files
+        // carry their compressed share, uncompressed ones their raw `.BTF` bytes.
         if let Some(i) = self.installed {
-            let raw = self.vmlinux_btf_raw.min(self.vmlinuz) + self.modules_btf_raw;
-            rows.push((
-                "installed (raw .BTF)".to_string(),
-                i,
-                raw,
-                i.saturating_sub(raw),
-            ));
+            let (what, modules) = if self.modules_compressed {
+                (
+                    "installed (module .BTF as compressed on disk)",
+                    self.modules_btf,
+                )
+            } else {
+                ("installed (raw module .BTF)", self.modules_btf_raw)
+            };
+            let share = vb + modules;
+            rows.push((what.to_string(), i, share, i.saturating_sub(share)));
         }
         rows
     }
@@ -167,6 +177,39 @@ pub fn grouped(n: u64) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn sample(modules_compressed: bool) -> Breakdown {
+        Breakdown {
+            package: 100_000_000,
+            installed: Some(38_090_336),
+            vmlinuz: 11_000_000,
+            vmlinuz_btf: Some(1_500_000),
+            vmlinuz_method: String::new(),
+            modules: 20_000_000,
+            module_count: 1_000,
+            modules_with_btf: 1_000,
+            vmlinux_btf_raw: 6_000_000,
+            modules_btf_raw: 25_653_401,
+            modules_btf: 4_000_000,
+            modules_compressed,
+            modules_method: String::new(),
+            total: 5_500_000,
+        }
+    }
+
+    /// A split 7.3 kernel with `.ko.xz` modules printed installed 38,090,336 less the raw
+    /// `.BTF` (25,653,401 + vmlinux's), a size no installation has: compressed modules carry
+    /// their compressed share on disk, the image its vmlinuz share.
+    #[test]
+    fn installed_share_follows_how_modules_are_stored() {
+        let row = |b: &Breakdown| b.rows().into_iter().find(|r| r.0.starts_with("installed"));
+        let (what, with, share, without) = row(&sample(true)).unwrap();
+        assert_eq!(what, "installed (module .BTF as compressed on disk)");
+        assert_eq!((with, share, without), (38_090_336, 5_500_000, 32_590_336));
+        let (what, _, share, _) = row(&sample(false)).unwrap();
+        assert_eq!(what, "installed (raw module .BTF)");
+        assert_eq!(share, 1_500_000 + 25_653_401);
+    }
 
     #[test]
     fn sizes_parse() {

@@ -451,7 +451,7 @@ pub(crate) mod tests {
                 // The Alpine-style size table, with grouped numbers.
                 "| vmlinuz | 9,000,000 | 1,700,000 | 7,300,000 |",
                 "| package file | 70,000,000 | 2,000,000 | 68,000,000 |",
-                "| installed (raw .BTF) | 280,000,000 |",
+                "| installed (raw module .BTF) | 280,000,000 |",
                 "✅ BTF cost **1.91 MiB** (2,000,000 B) of budget 2.00 MiB (2,097,152 B)",
             ],
         );
@@ -480,7 +480,7 @@ pub(crate) mod tests {
                 "### ❌ linux-image-amd64 6.1.0-21",
                 "| `vmlinux.btf` | ❌ fail | no .BTF section \\| stripped &lt;by&gt; R&amp;D |",
                 "<details><summary>vmlinux.btf: 2 lines of evidence</summary>",
-                "A PASS proves: the vmlinux inside the bzImage",
+                "A PASS proves: the vmlinux inside the kernel image",
                 // The evidence's own ``` cannot close the block: the fence is longer.
                 "````text\nboot/vmlinuz-6.1.0-21",
                 "</details> inside\n````\n\n</details>",

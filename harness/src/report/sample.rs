@@ -20,6 +20,7 @@ pub fn breakdown(package: u64, vmlinuz_btf: Option<u64>, modules_btf: u64) -> Br
         vmlinux_btf_raw: vmlinuz_btf.map(|v| v * 5).unwrap_or(0),
         modules_btf_raw: modules_btf * 4,
         modules_btf,
+        modules_compressed: false,
         modules_method: "pro rata".to_string(),
         total: vmlinuz_btf.unwrap_or(0) + modules_btf,
     }
