@@ -61,3 +61,21 @@ pub fn needs<T, E: std::fmt::Display>(
         }
     }
 }
+
+/// The host tools the guest image copies (busybox, bpftrace, bpftool, libbpf-tools…), or
+/// which are missing: the need of every trial that boots.
+pub fn runtime_tools() -> Result<(), String> {
+    let recipe = crate::image::Recipe::builtin("btf").map_err(|e| e.to_string())?;
+    let missing = crate::guest::missing_host_tools(&recipe);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "runtime tools missing: {} (cargo xtask test installs them)",
+        missing
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}

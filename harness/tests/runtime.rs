@@ -436,23 +436,7 @@ fn main() -> std::process::ExitCode {
     // Registered, so an interrupt removes it with the trials' logs.
     let scratch = harness::scratch::tempdir_in(&std::env::temp_dir(), "btfgate-runtime-").unwrap();
     WORK.set(scratch.path().to_path_buf()).unwrap();
-    let tools: Result<(), String> =
-        Recipe::builtin("btf")
-            .map_err(|e| e.to_string())
-            .and_then(|r| {
-                let m = guest::missing_host_tools(&r);
-                if m.is_empty() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "runtime tools missing: {} (cargo xtask test installs them)",
-                        m.iter()
-                            .map(|p| p.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                }
-            });
+    let tools = harness::fixtures::runtime_tools();
     let mut trials = Vec::new();
     for f in Flavor::ALL {
         let need = host_kernel(f)

@@ -24,22 +24,7 @@ fn main() -> std::process::ExitCode {
             return libtest_mimic::run(&args, vec![t]).exit_code();
         }
     };
-    let tools: Result<(), String> = harness::image::Recipe::builtin("btf")
-        .map_err(|e| e.to_string())
-        .and_then(|r| {
-            let m = harness::guest::missing_host_tools(&r);
-            if m.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "runtime tools missing: {} (cargo xtask test installs them)",
-                    m.iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            }
-        });
+    let tools = harness::fixtures::runtime_tools();
     let kernels = Arc::new(Kernels::default());
     let mut trials = Vec::new();
     for (i, sc) in suite.scenarios.iter().enumerate() {

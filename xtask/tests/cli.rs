@@ -835,18 +835,9 @@ fn main() -> std::process::ExitCode {
         trials.push(needs(Trial::test(name, f), &need));
     }
     use nix::sys::signal::Signal;
-    let runtime = host_kernel(Flavor::Cloud).and_then(|p| {
-        let r = harness::image::Recipe::builtin("btf")?;
-        let m = harness::guest::missing_host_tools(&r);
-        if m.is_empty() {
-            Ok(p)
-        } else {
-            Err(harness::Error::failed(
-                "runtime tools",
-                format!("missing: {m:?} (cargo xtask test installs them)"),
-            ))
-        }
-    });
+    let runtime = host_kernel(Flavor::Cloud)
+        .map_err(|e| e.to_string())
+        .and_then(|p| harness::fixtures::runtime_tools().map(|()| p));
     for (name, sig, after) in [
         (
             "interrupt::sigint_during_boot_leaves_no_qemu",
