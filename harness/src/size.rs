@@ -53,7 +53,8 @@ impl Breakdown {
                 },
                 _ => (None, "no vmlinux .BTF".to_string()),
             };
-        let modules_method = match (k.modules.iter().map(|m| m.codec).next(), k.container) {
+        let container = (k.modules.first()).and_then(|m| k.packages.get(m.package)?.container);
+        let modules_method = match (k.modules.iter().map(|m| m.codec).next(), container) {
             (None, _) => "no modules".to_string(),
             (Some(Codec::None), Some(c)) if c != Codec::None => format!(
                 "each module's share of the solid {} data member, pro rata of its .BTF bytes",
@@ -65,8 +66,8 @@ impl Breakdown {
         let modules_btf: u64 = k.modules.iter().map(|m| m.btf_cost).sum();
         let modules_compressed = k.modules.iter().any(|m| m.codec != Codec::None);
         Breakdown {
-            package: k.meta.file_size,
-            installed: k.meta.installed_size,
+            package: k.file_size(),
+            installed: k.installed_size(),
             vmlinuz: k.image.as_ref().map(|i| i.file_size).unwrap_or(0),
             vmlinuz_btf,
             vmlinuz_method,

@@ -122,7 +122,10 @@ fn tiny_target() -> Result<(PathBuf, ReadOptions), String> {
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
     let t = load::parse_targets(&file, &text).map_err(|e| e.to_string())?;
     match targets::resolve(&t, "tiny-btf").map_err(|e| e.to_string())? {
-        targets::Package::File(p) => Ok((p, targets::read_options(&t, "tiny-btf"))),
+        targets::Package::Files(p) => match <[PathBuf; 1]>::try_from(p) {
+            Ok([p]) => Ok((p, targets::read_options(&t, "tiny-btf"))),
+            Err(_) => Err("tiny-btf is a set of packages".into()),
+        },
         targets::Package::Mix { .. } => Err("tiny-btf is a mix".into()),
     }
 }

@@ -48,7 +48,7 @@ fn run(f: Flavor, name: &str, params: Params) -> Result<Report, Failed> {
 
 fn run_kernel(k: &Kernel, name: &str, params: Params) -> Result<Report, Failed> {
     let dir = work().join(name);
-    let r = guest::verify(k, &recipe(), &params, &ReadOptions::default(), &dir)?;
+    let r = guest::verify(k, &recipe(), &params, &dir)?;
     let left = guest::processes_matching(&guest::qemu_name(&dir));
     if !left.is_empty() {
         return Err(format!("qemu processes survived the trial: {left:?}").into());

@@ -595,14 +595,14 @@ fn kernel_as_signed_apk(f: Flavor) -> R {
     };
     let k = Kernel::load(&apk, &trusted).unwrap();
     ensure!(
-        k.meta.signer.as_deref() == Some("btfgate-test.rsa.pub"),
+        k.primary().meta.signer.as_deref() == Some("btfgate-test.rsa.pub"),
         "signer {:?}",
-        k.meta.signer
+        k.primary().meta.signer
     );
     ensure!(
-        k.meta.name == format!("linux-{}", f.name()),
+        k.primary().meta.name == format!("linux-{}", f.name()),
         "name {}",
-        k.meta.name
+        k.primary().meta.name
     );
     let checks = run_static(&k);
     for id in [
@@ -788,6 +788,117 @@ fn escaping_symlink_refused() -> R {
     Ok(())
 }
 
+/// The subset split over three directories as Debian ships its newest kernels (trixie-
+/// backports, sid): `linux-binary-<rel>` (the image at `usr/lib/modules/<rel>/vmlinuz`),
+/// `linux-modules-<rel>` (the modules), `linux-base-<rel>` (the config). Read as one set, in
+/// any order, they are the kernel the whole subset is: the same checks pass on the same
+/// evidence, and the report names each package with what it holds. The modules alone, two
+/// images, or packages of two releases are bad input naming the packages.
+fn split_package_set(f: Flavor) -> R {
+    let whole = Kernel::load(subset(f), &opts())?;
+    let release = whole.release.clone().ok_or("no release")?;
+    let d = tempfile::tempdir_in(work())?;
+    let [binary, modules, base] = ["binary", "modules", "base"].map(|n| d.path().join(n));
+    let rel_dir = |root: &Path| root.join("usr/lib/modules").join(&release);
+    for r in [&binary, &modules, &base] {
+        fs::create_dir_all(rel_dir(r))?;
+    }
+    let src = subset(f);
+    copy_tree(&src.join("lib/modules").join(&release), &rel_dir(&modules));
+    let image = find(&src.join("boot"), &|n| n.starts_with("vmlinuz"));
+    let config = find(&src.join("boot"), &|n| n.starts_with("config"));
+    ensure!(
+        image.len() == 1 && config.len() == 1,
+        "{image:?} {config:?}"
+    );
+    fs::copy(&image[0], rel_dir(&binary).join("vmlinuz"))?;
+    fs::copy(&config[0], rel_dir(&base).join("config"))?;
+    let part = |p: &Path| harness::package::Part {
+        path: p.to_path_buf(),
+        read: opts(),
+    };
+    for order in [
+        [&binary, &modules, &base],
+        // The modules before the image: their BTF waits for the vmlinux it is checked against.
+        [&modules, &base, &binary],
+    ] {
+        let k = Kernel::load_set(&order.map(|p| part(p)))?;
+        let checks = run_static(&k);
+        for id in harness::checks::static_ids() {
+            expect(&checks, id, check(&run_static(&whole), id).status)?;
+        }
+        expect(&checks, "modules.btf_base", Status::Pass)?;
+        ensure!(
+            k.vmlinux_btf().map(|v| &v.bytes) == whole.vmlinux_btf().map(|v| &v.bytes),
+            "the set gives another vmlinux BTF"
+        );
+        ensure!(
+            k.modules.len() == whole.modules.len(),
+            "{} modules",
+            k.modules.len()
+        );
+        let at = |p: &PathBuf| order.iter().position(|x| *x == p).unwrap();
+        ensure!(
+            k.image.as_ref().map(|i| i.package) == Some(at(&binary))
+                && k.config.as_ref().map(|c| c.package) == Some(at(&base))
+                && k.modules.iter().all(|m| m.package == at(&modules)),
+            "packages of image, config and modules mislabelled"
+        );
+        let b = harness::size::Breakdown::of(&k);
+        let members = harness::report::SetMember::all(&k);
+        ensure!(
+            b.package == members.iter().map(|m| m.file_size).sum::<u64>()
+                && b.total == members.iter().map(|m| m.btf_cost).sum::<u64>()
+                && b.total == harness::size::Breakdown::of(&whole).total,
+            "set sizes: {b:?} vs {members:?}"
+        );
+        let holds: Vec<&str> = members.iter().map(|m| m.holds.as_str()).collect();
+        let n = whole.modules.len();
+        ensure!(
+            holds.contains(&"image")
+                && holds.contains(&"config")
+                && holds.contains(&format!("{n} modules").as_str()),
+            "{holds:?}"
+        );
+    }
+    // The modules alone: bad input saying which set they need.
+    let e = Kernel::load_set(&[part(&modules)])
+        .err()
+        .ok_or("modules alone accepted")?;
+    let msg = e.to_string();
+    ensure!(
+        matches!(e, Error::BadInput { .. })
+            && msg.contains("no kernel image")
+            && msg.contains(&format!("linux-binary-{release}")),
+        "{msg}"
+    );
+    // Two images in the set: both packages named.
+    let e = Kernel::load_set(&[part(&binary), part(&modules), part(&base), part(&binary)])
+        .err()
+        .ok_or("two images accepted")?;
+    let msg = e.to_string();
+    ensure!(
+        msg.contains("two kernel images") && msg.contains(&binary.display().to_string()),
+        "{msg}"
+    );
+    // Packages of two releases.
+    let other = d.path().join("other");
+    fs::create_dir_all(other.join("usr/lib/modules/9.9.9-other"))?;
+    fs::copy(
+        &config[0],
+        other.join("usr/lib/modules/9.9.9-other/modules.order"),
+    )?;
+    let e = Kernel::load_set(&[part(&binary), part(&modules), part(&other)])
+        .err()
+        .ok_or("two releases accepted")?;
+    let msg = e.to_string();
+    ensure!(
+        matches!(e, Error::BadInput { .. }) && msg.contains("share its release"),
+        "{msg}"
+    );
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let scratch = tempfile::Builder::new()
@@ -811,6 +922,7 @@ fn main() -> std::process::ExitCode {
             "real::usr_lib_modules_layout_passes",
             usr_lib_modules_layout_passes,
         ));
+        trials.push(t("real::split_package_set", split_package_set));
         trials.push(t("control::kconfig_without_btf_fails", kconfig_without_btf));
         trials.push(t("control::kconfig_missing_fails", kconfig_missing));
         trials.push(t("control::vmlinux_without_btf_fails", vmlinux_without_btf));

@@ -205,14 +205,8 @@ fn bench_runtime(package: Option<PathBuf>, accel: &str, rounds: usize) -> Result
         ..harness::guest::Params::default()
     };
     // Warm the caches (unpacked kernel, image) so both sides measure booting, not building.
-    harness::guest::verify(
-        &kernel,
-        &recipe,
-        &params,
-        &opts,
-        &scratch.path().join("warm"),
-    )
-    .map_err(anyhow::Error::msg)?;
+    harness::guest::verify(&kernel, &recipe, &params, &scratch.path().join("warm"))
+        .map_err(anyhow::Error::msg)?;
     // Interleaved rounds, so that a noisy stretch of the host weighs on both sides.
     let mut floors = Vec::new();
     let mut runs = Vec::new();
@@ -222,7 +216,6 @@ fn bench_runtime(package: Option<PathBuf>, accel: &str, rounds: usize) -> Result
                 &kernel,
                 &recipe,
                 accel,
-                &opts,
                 &scratch.path().join(format!("floor-{i}")),
             )
             .map_err(anyhow::Error::msg)?,
@@ -232,7 +225,6 @@ fn bench_runtime(package: Option<PathBuf>, accel: &str, rounds: usize) -> Result
             &kernel,
             &recipe,
             &params,
-            &opts,
             &scratch.path().join(format!("run-{i}")),
         )
         .map_err(anyhow::Error::msg)?;

@@ -35,10 +35,14 @@ struct Cli {
 enum Cmd {
     /// Run the static checks on one package (.apk, .deb or directory) and print the evidence
     Inspect {
-        /// Package file (Alpine APK v2, Debian .deb) or a directory laid out like an installed package
-        path: PathBuf,
+        /// The kernel's package: a file (Alpine APK v2, Debian .deb) or a directory laid out
+        /// like an installed package; apt:NAME[@SUITE|@previous]; alpine:NAME[=VERSION];
+        /// target:NAME; several joined by commas for a kernel split over packages
+        spec: String,
         #[command(flatten)]
         opts: CheckOpts,
+        #[command(flatten)]
+        mirror: fetch::MirrorArgs,
     },
     /// Verify packages (default: the host distribution's default kernel flavours, fetched)
     Verify {
@@ -117,7 +121,7 @@ fn main() -> ExitCode {
         );
     }
     let result = match cli.cmd {
-        Cmd::Inspect { path, opts } => inspect::run(&[path], &opts),
+        Cmd::Inspect { spec, opts, mirror } => inspect::run(&[spec], &opts, &mirror),
         Cmd::Verify {
             packages,
             opts,

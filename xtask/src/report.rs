@@ -8,23 +8,26 @@ use clap::Args;
 
 use harness::checks::Check;
 use harness::kernel::Kernel;
+use harness::report::SetMember;
 use harness::size::{grouped, Breakdown};
 use serde_json::json;
 
 /// The JSON object of one package's verdict.
 pub fn json(k: &Kernel, checks: &[Check]) -> serde_json::Value {
     let b = Breakdown::of(k);
+    let p = k.primary();
     json!({
         "package": {
-            "path": k.source,
-            "format": k.format,
-            "name": k.meta.name,
-            "version": k.meta.version,
-            "arch": k.meta.arch,
-            "installed_size": k.meta.installed_size,
-            "file_size": k.meta.file_size,
-            "signer": k.meta.signer,
+            "path": p.source,
+            "format": p.format,
+            "name": p.meta.name,
+            "version": p.meta.version,
+            "arch": p.meta.arch,
+            "installed_size": p.meta.installed_size,
+            "file_size": p.meta.file_size,
+            "signer": p.meta.signer,
         },
+        "packages": SetMember::all(k),
         "kernel": {
             "release": k.release,
             "image": k.image.as_ref().map(|i| &i.path),
@@ -45,24 +48,35 @@ pub fn json(k: &Kernel, checks: &[Check]) -> serde_json::Value {
 /// The human table: package line, one row per check with its evidence, the size breakdown.
 pub fn table(k: &Kernel, checks: &[Check], budget: u64) -> String {
     let mut s = String::new();
-    let m = &k.meta;
-    let _ = writeln!(s, "package  {}", k.source.display());
-    let _ = writeln!(
-        s,
-        "         {} {} {} ({:?}, {} bytes{}{})",
-        m.name,
-        m.version,
-        m.arch,
-        k.format,
-        grouped(m.file_size),
-        m.installed_size
-            .map(|i| format!(", installed {}", grouped(i)))
-            .unwrap_or_default(),
-        m.signer
-            .as_ref()
-            .map(|k| format!(", signed by {k}"))
-            .unwrap_or_default(),
-    );
+    for (p, member) in k.packages.iter().zip(SetMember::all(k)) {
+        let m = &p.meta;
+        let _ = writeln!(s, "package  {}", p.source.display());
+        let _ = writeln!(
+            s,
+            "         {} {} {} ({:?}, {} bytes{}{}){}",
+            m.name,
+            m.version,
+            m.arch,
+            p.format,
+            grouped(m.file_size),
+            m.installed_size
+                .map(|i| format!(", installed {}", grouped(i)))
+                .unwrap_or_default(),
+            m.signer
+                .as_ref()
+                .map(|k| format!(", signed by {k}"))
+                .unwrap_or_default(),
+            if k.packages.len() > 1 {
+                format!(
+                    "\n         holds {}; BTF cost {}",
+                    member.holds,
+                    grouped(member.btf_cost)
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     let _ = writeln!(
         s,
         "kernel   {}",

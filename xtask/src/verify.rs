@@ -64,8 +64,10 @@ pub fn run(
         fetch::host_defaults()?
             .into_iter()
             .map(|path| spec::Resolved {
-                path,
-                read: opts.read_options(),
+                parts: vec![harness::package::Part {
+                    path,
+                    read: opts.read_options(),
+                }],
             })
             .collect()
     } else {
@@ -78,8 +80,8 @@ pub fn run(
     let mut failed = false;
     let mut unavailable = false;
     let mut all = Vec::new();
-    for spec::Resolved { path, read } in &packages {
-        let kernel = Kernel::load(path, read)?;
+    for resolved in &packages {
+        let kernel = Kernel::load_set(&resolved.parts)?;
         let mut checks = static_::run_all(
             &kernel,
             &static_::StaticParams {
@@ -97,14 +99,14 @@ pub fn run(
         if !rt.static_only {
             match tools
                 .clone()
-                .and_then(|()| runtime_half(&kernel, &recipe, rt, read))
+                .and_then(|()| runtime_half(&kernel, &recipe, rt))
             {
                 Ok(rep) => {
                     checks.extend(rep.checks.iter().cloned());
                     runtime = Some(rep);
                 }
                 Err(e) => {
-                    let why = format!("runtime checks of {}: {e}", path.display());
+                    let why = format!("runtime checks of {}: {e}", resolved.describe());
                     eprintln!("error: {why}");
                     runtime_unavailable = Some(why);
                     unavailable = true;
@@ -185,7 +187,6 @@ fn runtime_half(
     kernel: &Kernel,
     recipe: &Recipe,
     rt: &RuntimeOpts,
-    read: &harness::package::ReadOptions,
 ) -> std::result::Result<guest::Report, String> {
     let params = guest::Params {
         modules: rt.modules.clone(),
@@ -208,7 +209,7 @@ fn runtime_half(
             dir.display()
         );
     }
-    guest::verify(kernel, recipe, &params, read, &dir).map_err(|e| e.to_string())
+    guest::verify(kernel, recipe, &params, &dir).map_err(|e| e.to_string())
 }
 
 /// A fresh directory for one run's transcript and logs, under the cache.
@@ -217,11 +218,7 @@ fn run_dir(k: &Kernel) -> Result<PathBuf> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let name = if k.meta.name.is_empty() {
-        "kernel"
-    } else {
-        &k.meta.name
-    };
+    let name = k.primary().name();
     let dir = harness::paths::cache_dir()
         .join("runs")
         .join(format!("{name}-{stamp}"));

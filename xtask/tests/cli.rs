@@ -126,7 +126,10 @@ fn target(name: &str) -> Result<PathBuf, String> {
     use harness::scenario::{load, targets};
     let suite = load::load(&load::scenarios_dir()).map_err(|e| e.join("; "))?;
     match targets::resolve(&suite.targets, name).map_err(|e| e.to_string())? {
-        targets::Package::File(p) => Ok(p),
+        targets::Package::Files(p) => match <[PathBuf; 1]>::try_from(p) {
+            Ok([p]) => Ok(p),
+            Err(_) => Err(format!("target {name} is a set of packages")),
+        },
         targets::Package::Mix { .. } => Err(format!("target {name} is a mix")),
     }
 }

@@ -6,7 +6,6 @@ use crate::image::initramfs::Node;
 use crate::image::initramfs::Source;
 use crate::image::Recipe;
 use crate::kernel::Kernel;
-use crate::package::ReadOptions;
 use crate::qemu::args::default_cpus;
 use crate::qemu::args::Accel;
 use crate::qemu::args::Spec;
@@ -20,16 +19,10 @@ use super::qemu_name;
 
 /// The bare floor for benchmarks: QEMU booting the same kernel (same boot path) with a minimal
 /// busybox initramfs whose /init powers off at once; returns seconds from start to exit.
-pub fn boot_floor(
-    k: &Kernel,
-    recipe: &Recipe,
-    accel: Accel,
-    opts: &ReadOptions,
-    dir: &Path,
-) -> Result<f64> {
+pub fn boot_floor(k: &Kernel, recipe: &Recipe, accel: Accel, dir: &Path) -> Result<f64> {
     const FLOOR: &str = "floor boot";
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, FLOOR, e))?;
-    let unpacked = unpack(k, &[], opts)?;
+    let unpacked = unpack(k, &[])?;
     let boot = kernel_to_boot(k, &unpacked, FLOOR)?;
     let nodes = vec![
         Node::file("bin/busybox", 0o755, Source::Host(recipe.busybox.clone())),

@@ -107,7 +107,7 @@ pub fn load_order<'k>(kernel: &'k Kernel, wanted: &[String]) -> Result<Vec<&'k M
         }
     }
     let mut w = Walk {
-        file: &kernel.source,
+        file: &kernel.primary().source,
         modules: &kernel.modules,
         names: std::collections::HashMap::new(),
         aliases: std::collections::HashMap::new(),
@@ -133,11 +133,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::codec::Codec;
+    use crate::kernel::Member;
     use crate::package::{Format, PackageMeta};
 
     fn module(name: &str, depends: &[&str], pre: &[&str], aliases: &[&str]) -> Module {
         let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         Module {
+            package: 0,
             path: format!("lib/modules/6.1/kernel/{name}.ko").into(),
             codec: Codec::None,
             file_size: 0,
@@ -158,15 +160,19 @@ mod tests {
 
     fn kernel(modules: Vec<Module>) -> Kernel {
         Kernel {
-            source: "pkg.apk".into(),
-            format: Format::Apk,
-            meta: PackageMeta::default(),
+            packages: vec![Member {
+                source: "pkg.apk".into(),
+                read: Default::default(),
+                format: Format::Apk,
+                meta: PackageMeta::default(),
+                container: None,
+                module_dirs: Default::default(),
+            }],
             release: Some("6.1".into()),
             module_dirs: Default::default(),
             config: None,
             image: None,
             modules,
-            container: None,
         }
     }
 

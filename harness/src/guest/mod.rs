@@ -5,7 +5,6 @@ use crate::checks::guest as gc;
 use crate::checks::Check;
 use crate::image::Recipe;
 use crate::kernel::Kernel;
-use crate::package::ReadOptions;
 use crate::qemu::accel;
 use crate::qemu::accel::Choice;
 use crate::qemu::args::default_cpus;
@@ -153,13 +152,7 @@ pub fn alive(pid: u32) -> bool {
 
 /// Boots the package's kernel and runs every guest check. Infrastructure problems (no qemu,
 /// nothing to boot) are errors; everything the guest does or fails to do is a check result.
-pub fn verify(
-    k: &Kernel,
-    recipe: &Recipe,
-    params: &Params,
-    opts: &ReadOptions,
-    trial_dir: &Path,
-) -> Result<Report> {
+pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) -> Result<Report> {
     let t0 = Instant::now();
     let mut phases: Vec<(String, f64)> = Vec::new();
     let mut mark =
@@ -179,7 +172,7 @@ pub fn verify(
     std::fs::create_dir_all(trial_dir).map_err(|e| Error::io(trial_dir, PREPARE, e))?;
     progress("prepare image");
     let t = Instant::now();
-    let prep = prepare(k, recipe, params, opts)?;
+    let prep = prepare(k, recipe, params)?;
     mark("prepare image", t);
     let cpus = |a: Accel| params.cpus.unwrap_or(default_cpus(a));
     // The spec as the KVM probe boots it; the accelerator chosen then decides.

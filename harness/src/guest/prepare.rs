@@ -10,7 +10,6 @@ use crate::kernel::bzimage;
 use crate::kernel::Kernel;
 use crate::kernel::Module;
 use crate::package::extract::extract;
-use crate::package::ReadOptions;
 use crate::qemu::args::Boot;
 use crate::{Error, Result};
 use sha2::{Digest, Sha256};
@@ -40,12 +39,19 @@ pub fn qemu_binary() -> PathBuf {
 
 /// Unpacks what the guest needs (kernel image, the modules in `order`) into the cache, keyed by
 /// the package's content and the module set; a second run unpacks nothing.
-pub(super) fn unpack(k: &Kernel, order: &[&Module], opts: &ReadOptions) -> Result<PathBuf> {
-    let pkg_key = if k.source.is_dir() {
-        hex::encode(Sha256::digest(k.source.to_string_lossy().as_bytes()))
-    } else {
-        crate::hash::sha256_file_memo(&k.source)?
-    };
+pub(super) fn unpack(k: &Kernel, order: &[&Module]) -> Result<PathBuf> {
+    // A directory may change under the same name: it is unpacked again every time.
+    let any_dir = k.packages.iter().any(|p| p.source.is_dir());
+    let mut h = Sha256::new();
+    for p in &k.packages {
+        if p.source.is_dir() {
+            h.update(p.source.to_string_lossy().as_bytes());
+        } else {
+            h.update(crate::hash::sha256_file_memo(&p.source)?.as_bytes());
+        }
+        h.update(b"\n");
+    }
+    let pkg_key = hex::encode(h.finalize());
     let mut h = Sha256::new();
     for m in order {
         h.update(m.path.to_string_lossy().as_bytes());
@@ -56,7 +62,7 @@ pub(super) fn unpack(k: &Kernel, order: &[&Module], opts: &ReadOptions) -> Resul
         .join("unpacked")
         .join(&pkg_key[..32])
         .join(&set_key[..16]);
-    if dir.join(".complete").is_file() && !k.source.is_dir() {
+    if dir.join(".complete").is_file() && !any_dir {
         return Ok(dir);
     }
     let parent = dir
@@ -65,9 +71,22 @@ pub(super) fn unpack(k: &Kernel, order: &[&Module], opts: &ReadOptions) -> Resul
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, UNPACK, e))?;
     let tmp =
         crate::scratch::tempdir_in(parent, ".unpack-").map_err(|e| Error::io(parent, UNPACK, e))?;
-    let image = k.image.as_ref().map(|i| i.path.clone());
-    let wanted: BTreeSet<PathBuf> = order.iter().map(|m| m.path.clone()).chain(image).collect();
-    extract(&k.source, opts, tmp.path(), &|p: &Path| wanted.contains(p))?;
+    // Each package of the set gives what it holds: the image from one, modules from another.
+    for (i, p) in k.packages.iter().enumerate() {
+        let image = (k.image.as_ref())
+            .filter(|img| img.package == i)
+            .map(|img| img.path.clone());
+        let wanted: BTreeSet<PathBuf> = (order.iter())
+            .filter(|m| m.package == i)
+            .map(|m| m.path.clone())
+            .chain(image)
+            .collect();
+        if !wanted.is_empty() {
+            extract(&p.source, &p.read, tmp.path(), &|q: &Path| {
+                wanted.contains(q)
+            })?;
+        }
+    }
     let complete = tmp.path().join(".complete");
     std::fs::write(&complete, b"").map_err(|e| Error::io(&complete, UNPACK, e))?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -78,12 +97,7 @@ pub(super) fn unpack(k: &Kernel, order: &[&Module], opts: &ReadOptions) -> Resul
 }
 
 /// Prepares the kernel to boot and the image: the recipe's nodes plus the package's modules.
-pub fn prepare(
-    k: &Kernel,
-    recipe: &Recipe,
-    params: &Params,
-    opts: &ReadOptions,
-) -> Result<Prepared> {
+pub fn prepare(k: &Kernel, recipe: &Recipe, params: &Params) -> Result<Prepared> {
     let release = k
         .release
         .clone()
@@ -114,7 +128,7 @@ pub fn prepare(
         }
     }
     wanted_names.retain(|n| find_module(k, n).is_some());
-    let dir = unpack(k, &order, opts)?;
+    let dir = unpack(k, &order)?;
     let boot = kernel_to_boot(k, &dir, PREPARE)?;
     let mut nodes = recipe.nodes()?;
     let mut dep = String::new();

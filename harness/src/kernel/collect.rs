@@ -69,8 +69,14 @@ impl QueuedBtf {
 }
 
 /// The package reader's visitor: what [`super::Kernel::load`] builds the model from.
-pub(super) struct Collector<'p> {
-    file: &'p Path,
+pub(super) struct Collector {
+    /// The package being read (a kernel may be a set of packages, read one after another).
+    file: PathBuf,
+    /// Its index in the set, and every package of the set read so far.
+    member: usize,
+    files: Vec<PathBuf>,
+    /// The `lib/modules/*` directories the package being read holds.
+    pub(super) member_dirs: BTreeSet<String>,
     pub(super) tx: mpsc::Sender<Job>,
     pub(super) release_dirs: BTreeSet<String>,
     pub(super) config: Option<Config>,
@@ -91,15 +97,18 @@ pub(super) struct Collector<'p> {
     stop: Arc<AtomicBool>,
 }
 
-impl<'p> Collector<'p> {
+impl Collector {
     pub(super) fn new(
-        file: &'p Path,
+        file: &Path,
         tx: mpsc::Sender<Job>,
         queued: Arc<AtomicU64>,
         stop: Arc<AtomicBool>,
     ) -> Self {
         Collector {
-            file,
+            file: file.to_path_buf(),
+            member: 0,
+            files: vec![file.to_path_buf()],
+            member_dirs: BTreeSet::new(),
             tx,
             release_dirs: BTreeSet::new(),
             config: None,
@@ -115,9 +124,28 @@ impl<'p> Collector<'p> {
         }
     }
 
+    /// Starts reading the next package of the set.
+    pub(super) fn next_member(&mut self, file: &Path) {
+        self.member = self.files.len();
+        self.files.push(file.to_path_buf());
+        self.file = file.to_path_buf();
+        self.member_dirs.clear();
+        self.open_span = None;
+        self.packed_end = None;
+    }
+
+    /// `path` in the package `member` of the set, for messages: `<path>` alone when it is in
+    /// the package being read, else `<package>: <path>`.
+    fn located(&self, member: usize, path: &Path) -> String {
+        match self.files.get(member) {
+            Some(f) if member != self.member => format!("{}: {}", f.display(), path.display()),
+            _ => path.display().to_string(),
+        }
+    }
+
     /// Bad input: `entry` passed `x`.
     fn exceeded(&self, phase: &'static str, entry: &Entry, x: &Exceeded) -> Error {
-        Error::bad(self.file, phase, format!("{}: {x}", entry.path.display()))
+        Error::bad(&self.file, phase, format!("{}: {x}", entry.path.display()))
     }
 
     /// Refuses an entry whose declared size is already past `limit`.
@@ -144,7 +172,7 @@ impl<'p> Collector<'p> {
             .map_err(|e| match limits::exceeded(&e) {
                 Some(x) => self.exceeded(phase, entry, x),
                 None => Error::bad(
-                    self.file,
+                    &self.file,
                     phase,
                     format!("read {}: {e}", entry.path.display()),
                 ),
@@ -179,7 +207,7 @@ impl<'p> Collector<'p> {
             }
             if codec == Codec::None {
                 return Err(Error::bad(
-                    self.file,
+                    &self.file,
                     PHASE,
                     format!("read {}: {e}", entry.path.display()),
                 ));
@@ -189,7 +217,7 @@ impl<'p> Collector<'p> {
         // The rest of the file (after a failed or finished decoder): counted, not kept.
         io::copy(&mut counted, &mut io::sink()).map_err(|e| {
             Error::bad(
-                self.file,
+                &self.file,
                 PHASE,
                 format!("read {}: {e}", entry.path.display()),
             )
@@ -197,6 +225,7 @@ impl<'p> Collector<'p> {
         let mut m = Module {
             path: entry.path.clone(),
             codec,
+            package: self.member,
             file_size: read.get(),
             elf_size: 0,
             btf_len: None,
@@ -216,7 +245,7 @@ impl<'p> Collector<'p> {
         }
         let io_err = |e: io::Error| {
             Error::bad(
-                self.file,
+                &self.file,
                 PHASE,
                 format!("{}: read back: {e}", entry.path.display()),
             )
@@ -268,7 +297,7 @@ impl<'p> Collector<'p> {
             m.btf_sha256 = Some(crate::hash::sha256_hex(&bytes));
             let btf = self
                 .queue_btf(bytes)
-                .map_err(|e| Error::io(self.file, "spill module .BTF to a temporary file", e))?;
+                .map_err(|e| Error::io(&self.file, "spill module .BTF to a temporary file", e))?;
             let job = Job::Module {
                 idx: self.modules.len(),
                 btf,
@@ -321,7 +350,7 @@ impl<'p> Collector<'p> {
                 format!("{} modules, {} bytes", self.modules.len() + 1, self.records),
             );
             return Err(Error::bad(
-                self.file,
+                &self.file,
                 "read module",
                 format!("{}: {x}", m.path.display()),
             ));
@@ -364,16 +393,17 @@ fn modules_path(p: &Path) -> Option<(String, PathBuf)> {
     Some((release, comps.as_path().to_path_buf()))
 }
 
-impl Visitor for Collector<'_> {
+impl Visitor for Collector {
     fn visit(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()> {
         if self.stop.load(Ordering::Relaxed) {
             // load() reports the worker's refusal instead.
-            return Err(Error::bad(self.file, "analyse kernel", "analysis refused"));
+            return Err(Error::bad(&self.file, "analyse kernel", "analysis refused"));
         }
         if let (Some((idx, start)), Some(now)) = (self.open_span.take(), entry.packed_offset) {
             self.modules[idx].packed_span = Some(now.saturating_sub(start));
         }
         if let Some((release, rest)) = modules_path(&entry.path) {
+            self.member_dirs.insert(release.clone());
             if self.release_dirs.insert(release)
                 && self.release_dirs.len() as u64 > limits::RELEASE_DIRS.max
             {
@@ -436,18 +466,18 @@ impl Visitor for Collector<'_> {
     }
 }
 
-impl Collector<'_> {
+impl Collector {
     /// The kernel image (`boot/vmlinuz*`, `boot/bzImage*` or `(usr/)lib/modules/<rel>/vmlinuz`),
     /// spooled and sent to the worker; a second one is bad input.
     fn image_entry(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()> {
         const PHASE: &str = "read kernel image";
         if let Some(prev) = &self.image {
             return Err(Error::bad(
-                self.file,
+                &self.file,
                 "find kernel image",
                 format!(
-                    "two kernel images ({} and {}); a package must hold exactly one",
-                    prev.path.display(),
+                    "two kernel images ({} and {}); a kernel's package or set of packages must hold exactly one",
+                    self.located(prev.package, &prev.path),
                     entry.path.display()
                 ),
             ));
@@ -460,15 +490,16 @@ impl Collector<'_> {
             .map_err(|e| match limits::exceeded(&e) {
                 Some(x) => self.exceeded(PHASE, entry, x),
                 None => Error::bad(
-                    self.file,
+                    &self.file,
                     PHASE,
                     format!("read {}: {e}", entry.path.display()),
                 ),
             })?;
         let head = spooled
             .read_at(0, bzimage::HEAD as u64)
-            .map_err(|e| Error::io(self.file, PHASE, e))?;
+            .map_err(|e| Error::io(&self.file, PHASE, e))?;
         self.image = Some(Image {
+            package: self.member,
             path: entry.path.clone(),
             file_size: spooled.len(),
             version_string: bzimage::version_string(&head),
@@ -486,16 +517,17 @@ impl Collector<'_> {
         let text = String::from_utf8_lossy(&bytes);
         if let Some(prev) = &self.config {
             return Err(Error::bad(
-                self.file,
+                &self.file,
                 "find kernel config",
                 format!(
-                    "two kernel configs ({} and {}); a package must hold exactly one",
-                    prev.path.display(),
+                    "two kernel configs ({} and {}); a kernel's package or set of packages must hold exactly one",
+                    self.located(prev.package, &prev.path),
                     entry.path.display()
                 ),
             ));
         }
         self.config = Some(Config {
+            package: self.member,
             path: entry.path.clone(),
             kconfig: Kconfig::parse(&text),
         });

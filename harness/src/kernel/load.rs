@@ -10,10 +10,10 @@ use std::sync::{mpsc, Arc};
 use super::btf::{Base, BaseFit, Btf};
 use super::collect::{Collector, Job, QueuedBtf};
 use super::elf::{self, SectionsError};
-use super::{bzimage, Image, Kernel, PayloadInfo, VmlinuxBtf};
+use super::{bzimage, Image, Kernel, Member, Module, PayloadInfo, VmlinuxBtf};
 use crate::codec::{Codec, Decompress};
 use crate::limits::{self, Exceeded};
-use crate::package::{self, ReadOptions};
+use crate::package::{self, Part, ReadOptions};
 use crate::spool::Spooled;
 use crate::{Error, Result};
 
@@ -25,33 +25,78 @@ const CHECK_MODULE_BTF: &str = "check module .BTF against vmlinux";
 impl Kernel {
     /// Reads the package at `path` and builds the kernel model.
     pub fn load(path: &Path, opts: &ReadOptions) -> Result<Kernel> {
-        let format = package::detect(path)?;
+        Kernel::load_set(&[Part {
+            path: path.to_path_buf(),
+            read: opts.clone(),
+        }])
+    }
+
+    /// Reads the packages of one kernel, one after another, each once, into one model: a
+    /// kernel split over packages (Debian's `linux-binary-<rel>` image, `linux-modules-<rel>`
+    /// modules and `linux-base-<rel>` config) is checked as the kernel it is. Bad input: a set
+    /// with two images or two configs, packages holding different releases, or modules with no
+    /// kernel image anywhere in the set (the message names what is missing).
+    pub fn load_set(parts: &[Part]) -> Result<Kernel> {
+        let first = parts.first().ok_or_else(|| {
+            Error::failed(
+                "read kernel packages",
+                "no package was named for the kernel",
+            )
+        })?;
+        let formats = parts
+            .iter()
+            .map(|p| package::detect(&p.path))
+            .collect::<Result<Vec<_>>>()?;
         std::thread::scope(|s| {
             let (tx, rx) = mpsc::channel::<Job>();
             let queued = Arc::new(AtomicU64::new(0));
             let stop = Arc::new(AtomicBool::new(false));
             let (q, st) = (queued.clone(), stop.clone());
             let worker = s.spawn(move || worker(rx, &q, &st));
-            let mut c = Collector::new(path, tx, queued, stop);
-            let read = package::read(path, opts, &mut c);
+            let mut c = Collector::new(&first.path, tx, queued, stop);
+            let mut packages = Vec::with_capacity(parts.len());
+            let mut read_err = None;
+            for (i, (part, format)) in parts.iter().zip(formats).enumerate() {
+                if i > 0 {
+                    c.next_member(&part.path);
+                }
+                match package::read(&part.path, &part.read, &mut c) {
+                    Ok(meta) => packages.push(Member {
+                        source: part.path.clone(),
+                        read: part.read.clone(),
+                        format,
+                        container: c.packed_end.and(meta.data_codec),
+                        meta,
+                        module_dirs: std::mem::take(&mut c.member_dirs),
+                    }),
+                    Err(e) => {
+                        read_err = Some(e);
+                        break;
+                    }
+                }
+            }
             let Collector {
                 tx,
                 release_dirs,
                 config,
                 image,
                 mut modules,
-                packed_end,
                 ..
             } = c;
             drop(tx);
-            let results = worker
-                .join()
-                .map_err(|_| Error::bad(path, "analyse kernel", "analysis worker panicked"))?;
+            let results = worker.join().map_err(|_| {
+                Error::bad(&first.path, "analyse kernel", "analysis worker panicked")
+            })?;
             // A limit the worker met stopped the reading: that is the error to report.
             if let Some((phase, msg)) = results.refused {
-                return Err(Error::bad(path, phase, msg));
+                let file = image
+                    .as_ref()
+                    .map_or(&first.path, |i| &parts[i.package].path);
+                return Err(Error::bad(file, phase, msg));
             }
-            let meta = read?;
+            if let Some(e) = read_err {
+                return Err(e);
+            }
             let mut image = image;
             if let Some(img) = image.as_mut() {
                 img.payload = results
@@ -68,11 +113,10 @@ impl Kernel {
                     m.btf_cost = cost;
                 }
             }
-            let container = packed_end.and(meta.data_codec);
             for m in &mut modules {
                 if m.codec == Codec::None {
                     let btf = m.btf_len.unwrap_or(0);
-                    m.btf_cost = match (container, m.packed_span) {
+                    m.btf_cost = match (packages[m.package].container, m.packed_span) {
                         // Solid container: the module's compressed footprint, shared out by bytes.
                         (Some(c), Some(span)) if c != Codec::None && m.elf_size > 0 => {
                             (span as u128 * btf as u128 / m.elf_size as u128) as u64
@@ -81,20 +125,67 @@ impl Kernel {
                     };
                 }
             }
+            one_kernel(&packages, image.as_ref(), &modules)?;
             let release = pick_release(&release_dirs, image.as_ref());
             Ok(Kernel {
-                source: path.to_path_buf(),
-                format,
-                meta,
+                packages,
                 release,
                 module_dirs: release_dirs,
                 config,
                 image,
                 modules,
-                container,
             })
         })
     }
+}
+
+/// Refuses a set whose packages are not one kernel: packages holding different releases, or
+/// modules with no kernel image in the set (the modules alone cannot be checked: their split
+/// BTF needs the vmlinux it was built against).
+fn one_kernel(packages: &[Member], image: Option<&Image>, modules: &[Module]) -> Result<()> {
+    let mut holding = packages.iter().filter(|p| !p.module_dirs.is_empty());
+    if let Some(a) = holding.next() {
+        if let Some(b) = holding.find(|b| b.module_dirs != a.module_dirs) {
+            let dirs = |m: &Member| m.module_dirs.iter().cloned().collect::<Vec<_>>().join(", ");
+            return Err(Error::bad(
+                &b.source,
+                "assemble the kernel from its packages",
+                format!(
+                    "holds lib/modules/{{{}}} but {} holds lib/modules/{{{}}}: the packages of one kernel share its release",
+                    dirs(b),
+                    a.source.display(),
+                    dirs(a)
+                ),
+            ));
+        }
+    }
+    if image.is_some() || modules.is_empty() {
+        return Ok(());
+    }
+    let release = packages
+        .iter()
+        .flat_map(|p| p.module_dirs.iter())
+        .next()
+        .cloned()
+        .unwrap_or_else(|| "<release>".to_string());
+    let named: Vec<String> = packages
+        .iter()
+        .map(|p| p.source.display().to_string())
+        .collect();
+    let first = &packages[modules[0].package];
+    Err(Error::bad(
+        &first.source,
+        "assemble the kernel from its packages",
+        format!(
+            "{} modules for release {release} but no kernel image (boot/vmlinuz*, boot/bzImage* \
+             or (usr/)lib/modules/{release}/vmlinuz) in {}: this is part of a kernel split over \
+             packages; name the whole set, the package with the image too (Debian: \
+             linux-binary-{release}, linux-modules-{release} and linux-base-{release}, or \
+             apt:linux-image-{release}), separated by commas",
+            modules.len(),
+            named.join(", ")
+        ),
+    ))
 }
 
 fn pick_release(dirs: &BTreeSet<String>, image: Option<&Image>) -> Option<String> {

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::codec::Codec;
-use crate::package::{Format, PackageMeta};
+use crate::package::{Format, PackageMeta, ReadOptions};
 use crate::Result;
 use btf::BaseFit;
 use kconfig::Kconfig;
@@ -28,12 +28,12 @@ use kconfig::Kconfig;
 // waits for the worker in memory only up to `limits::MODULE_BTF_QUEUE`: see `crate::limits`
 // for what a hostile package can make btfgate hold at once.
 
-/// A kernel package, as the checks see it.
+/// A kernel, as the checks see it: one package, or a set of packages (Debian's split kernels:
+/// image, modules and config in three packages) merged into one model as they are read.
 #[derive(Debug)]
 pub struct Kernel {
-    pub source: PathBuf,
-    pub format: Format,
-    pub meta: PackageMeta,
+    /// The packages, in the order they were named (at least one).
+    pub packages: Vec<Member>,
     /// `uname -r`: the `lib/modules/<release>` directory, else the image's version string.
     pub release: Option<String>,
     /// Every `lib/modules/*` directory seen (more than one is reported by the checks).
@@ -41,13 +41,50 @@ pub struct Kernel {
     pub config: Option<Config>,
     pub image: Option<Image>,
     pub modules: Vec<Module>,
+}
+
+/// One package of a kernel.
+#[derive(Debug)]
+pub struct Member {
+    pub source: PathBuf,
+    /// How it was verified when read (and is again when unpacked for a guest).
+    pub read: ReadOptions,
+    pub format: Format,
+    pub meta: PackageMeta,
     /// Codec of the solid container the entries came from (a .deb's data.tar.xz), if any.
     pub container: Option<Codec>,
+    /// The `lib/modules/*` directories it holds.
+    pub module_dirs: BTreeSet<String>,
+}
+
+impl Member {
+    /// The package's name, or its file name when it has none (a directory).
+    pub fn name(&self) -> String {
+        if self.meta.name.is_empty() {
+            self.source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "package".to_string())
+        } else {
+            self.meta.name.clone()
+        }
+    }
+
+    /// `<name> <version>` (the name alone when there is no version).
+    pub fn label(&self) -> String {
+        if self.meta.version.is_empty() {
+            self.name()
+        } else {
+            format!("{} {}", self.name(), self.meta.version)
+        }
+    }
 }
 
 /// The kernel configuration file of a package.
 #[derive(Debug)]
 pub struct Config {
+    /// Index of the package that holds it in [`Kernel::packages`].
+    pub package: usize,
     pub path: PathBuf,
     pub kconfig: Kconfig,
 }
@@ -55,6 +92,8 @@ pub struct Config {
 /// The kernel image (bzImage) and what came out of it.
 #[derive(Debug)]
 pub struct Image {
+    /// Index of the package that holds it in [`Kernel::packages`].
+    pub package: usize,
     pub path: PathBuf,
     pub file_size: u64,
     pub version_string: Option<String>,
@@ -88,6 +127,8 @@ pub struct VmlinuxBtf {
 /// One kernel module file.
 #[derive(Debug, Clone, Serialize)]
 pub struct Module {
+    /// Index of the package that holds it in [`Kernel::packages`].
+    pub package: usize,
     pub path: PathBuf,
     pub codec: Codec,
     /// Size of the file in the package.
@@ -131,6 +172,31 @@ impl Module {
 }
 
 impl Kernel {
+    /// The package that names the kernel: the one holding the image (else the config, else
+    /// the first).
+    pub fn primary(&self) -> &Member {
+        let idx = (self.image.as_ref().map(|i| i.package))
+            .or(self.config.as_ref().map(|c| c.package))
+            .unwrap_or(0);
+        &self.packages[idx.min(self.packages.len().saturating_sub(1))]
+    }
+
+    /// Sum of the package files' sizes.
+    pub fn file_size(&self) -> u64 {
+        self.packages.iter().map(|p| p.meta.file_size).sum()
+    }
+
+    /// Sum of the packages' installed sizes, when every package declares one.
+    pub fn installed_size(&self) -> Option<u64> {
+        self.packages.iter().map(|p| p.meta.installed_size).sum()
+    }
+
+    /// Each package's label, joined with ` + ` (one label for a single package).
+    pub fn label(&self) -> String {
+        let labels: Vec<String> = self.packages.iter().map(Member::label).collect();
+        labels.join(" + ")
+    }
+
     /// The validated vmlinux BTF, if any.
     pub fn vmlinux_btf(&self) -> Option<&VmlinuxBtf> {
         self.image.as_ref().and_then(|i| i.btf.as_ref().ok())

@@ -98,6 +98,14 @@ impl Default for ReadOptions {
     }
 }
 
+/// One package to read (a file or a directory) and how it is trusted: a kernel is one or
+/// several of these ([`crate::kernel::Kernel::load_set`]).
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub path: PathBuf,
+    pub read: ReadOptions,
+}
+
 /// Detects the format of `path` from its first bytes (or it being a directory).
 pub fn detect(path: &Path) -> Result<Format> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "open package", e))?;

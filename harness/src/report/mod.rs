@@ -31,6 +31,11 @@ pub struct PackageReport {
     pub arch: String,
     /// `uname -r` of the kernel, when known.
     pub release: Option<String>,
+    /// The packages the kernel was read from (one, or a set: image, modules, config split
+    /// over packages), each with its own sizes. `label`, `path`, `name`, `version` and `arch`
+    /// above are those of the one holding the kernel image.
+    pub packages: Vec<SetMember>,
+    /// The whole kernel's numbers (every package of the set summed).
     pub size: Breakdown,
     /// Static checks, then guest checks when the package was booted.
     pub checks: Vec<Check>,
@@ -40,6 +45,60 @@ pub struct PackageReport {
     /// it was asked for and did not run: the static verdict above stands, the gate is not
     /// complete.
     pub runtime_unavailable: Option<String>,
+}
+
+/// One package of a kernel, with what it holds and its own sizes.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetMember {
+    pub label: String,
+    pub path: PathBuf,
+    /// What it holds of the kernel: `image`, `config`, `N modules`, joined (`nothing` when it
+    /// holds none of them).
+    pub holds: String,
+    pub file_size: u64,
+    pub installed_size: Option<u64>,
+    /// The BTF cost of what it holds (its image's vmlinux `.BTF` share, its modules' shares).
+    pub btf_cost: u64,
+}
+
+impl SetMember {
+    /// Every package of `k`, in order.
+    pub fn all(k: &Kernel) -> Vec<SetMember> {
+        (k.packages.iter().enumerate())
+            .map(|(i, m)| SetMember::of(k, i, m))
+            .collect()
+    }
+
+    fn of(k: &Kernel, i: usize, m: &crate::kernel::Member) -> SetMember {
+        let image = k.image.as_ref().filter(|img| img.package == i);
+        let modules: Vec<_> = k.modules.iter().filter(|x| x.package == i).collect();
+        let mut holds = Vec::new();
+        if image.is_some() {
+            holds.push("image".to_string());
+        }
+        if k.config.as_ref().is_some_and(|c| c.package == i) {
+            holds.push("config".to_string());
+        }
+        if !modules.is_empty() {
+            holds.push(format!("{} modules", modules.len()));
+        }
+        let vmlinuz_btf = image
+            .and_then(|_| k.vmlinux_btf())
+            .and_then(|v| v.cost.as_ref().ok().copied())
+            .unwrap_or(0);
+        SetMember {
+            label: m.label(),
+            path: m.source.clone(),
+            holds: if holds.is_empty() {
+                "nothing".to_string()
+            } else {
+                holds.join(", ")
+            },
+            file_size: m.meta.file_size,
+            installed_size: m.meta.installed_size,
+            btf_cost: vmlinuz_btf + modules.iter().map(|x| x.btf_cost).sum::<u64>(),
+        }
+    }
 }
 
 /// How the guest run went, for the report's footer.
@@ -56,26 +115,14 @@ pub struct RuntimeSummary {
 impl PackageReport {
     /// The report of `kernel` with the checks run on it.
     pub fn new(kernel: &Kernel, checks: Vec<Check>) -> PackageReport {
-        let m = &kernel.meta;
-        let name = if m.name.is_empty() {
-            kernel
-                .source
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "package".to_string())
-        } else {
-            m.name.clone()
-        };
+        let p = kernel.primary();
         PackageReport {
-            label: if m.version.is_empty() {
-                name.clone()
-            } else {
-                format!("{name} {}", m.version)
-            },
-            path: kernel.source.clone(),
-            name,
-            version: m.version.clone(),
-            arch: m.arch.clone(),
+            label: p.label(),
+            path: p.source.clone(),
+            name: p.name(),
+            version: p.meta.version.clone(),
+            arch: p.meta.arch.clone(),
+            packages: SetMember::all(kernel),
             release: kernel.release.clone(),
             size: Breakdown::of(kernel),
             checks,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{Comparison, PackageReport, Row, Step, Unit};
+use super::{Comparison, PackageReport, Row, SetMember, Step, Unit};
 use crate::checks::Check;
 use crate::size::Breakdown;
 
@@ -27,9 +27,18 @@ pub fn breakdown(package: u64, vmlinuz_btf: Option<u64>, modules_btf: u64) -> Br
 }
 
 pub fn report(name: &str, version: &str, size: Breakdown, checks: Vec<Check>) -> PackageReport {
+    let path = PathBuf::from(format!("/cache/{name}_{version}.deb"));
     PackageReport {
         label: format!("{name} {version}"),
-        path: PathBuf::from(format!("/cache/{name}_{version}.deb")),
+        packages: vec![SetMember {
+            label: format!("{name} {version}"),
+            path: path.clone(),
+            holds: "image, config, 3900 modules".to_string(),
+            file_size: size.package,
+            installed_size: size.installed,
+            btf_cost: size.total,
+        }],
+        path,
         name: name.to_string(),
         version: version.to_string(),
         arch: "amd64".to_string(),

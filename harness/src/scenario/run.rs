@@ -34,8 +34,8 @@ impl Kernels {
         };
         cell.get_or_init(|| {
             let opts = targets::read_options(&suite.targets, target);
-            let pkg = targets::resolve(&suite.targets, target)?.materialize()?;
-            Kernel::load(&pkg, &opts).map(Arc::new)
+            let parts = targets::resolve(&suite.targets, target)?.materialize(&opts)?;
+            Kernel::load_set(&parts).map(Arc::new)
         })
         .clone()
     }
@@ -110,10 +110,9 @@ pub fn run(
             .join("trials")
             .join(trial_name.replace(['/', ':'], "_"));
         let _ = std::fs::remove_dir_all(&dir);
-        let opts = targets::read_options(&suite.targets, target);
         let report = {
             let _one_vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-            guest::verify(&k, &recipe, &p, &opts, &dir)?
+            guest::verify(&k, &recipe, &p, &dir)?
         };
         tail = report.console_tail.clone();
         transcript = Some(report.transcript.clone());

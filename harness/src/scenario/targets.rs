@@ -11,21 +11,15 @@ use crate::paths::cache_dir;
 /// A target's package, ready to read.
 #[derive(Debug, Clone)]
 pub enum Package {
-    File(PathBuf),
+    /// One package, or the packages of one kernel split over several (read as one set).
+    Files(Vec<PathBuf>),
     /// Kernel image and config of `boot`, modules of `modules`.
-    Mix {
-        boot: Part,
-        modules: Part,
-    },
+    Mix { boot: Part, modules: Part },
 }
 
 /// One part of a mix: a package file and the options it is read with (its own target's: a
 /// built package trusts the build key, a fetched one the system's keys).
-#[derive(Debug, Clone)]
-pub struct Part {
-    pub path: PathBuf,
-    pub read: ReadOptions,
-}
+pub use crate::package::Part;
 
 /// The host distribution family (`/etc/os-release` ID and ID_LIKE).
 pub fn host_is(id: &str) -> bool {
@@ -37,20 +31,28 @@ pub fn host_is(id: &str) -> bool {
 
 pub use crate::paths::fetched_marker;
 
-fn fetched(name: &str, how: &str) -> crate::Result<PathBuf> {
+/// The package or set of packages `cargo xtask fetch` recorded for `name` (one path a line).
+fn fetched(name: &str, how: &str) -> crate::Result<Vec<PathBuf>> {
     let m = fetched_marker(name);
-    let p = std::fs::read_to_string(&m)
-        .map(|t| PathBuf::from(t.trim()))
+    let text = std::fs::read_to_string(&m)
         .map_err(|_| Error::failed("target", format!("{name} is not fetched (run `cargo xtask fetch {how} {name}`; `cargo xtask test` does)")))?;
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(Error::bad(
+    let paths: Vec<PathBuf> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    if paths.is_empty() {
+        return Err(Error::bad(&m, "fetch marker", "names no package"));
+    }
+    if let Some(gone) = paths.iter().find(|p| !p.is_file()) {
+        return Err(Error::bad(
             &m,
             "fetch marker",
-            format!("names {}, which is gone", p.display()),
-        ))
+            format!("names {}, which is gone", gone.display()),
+        ));
     }
+    Ok(paths)
 }
 
 /// Resolves target `name`, or says why it cannot run on this machine.
@@ -72,7 +74,7 @@ fn resolve_in(targets: &TargetsFile, name: &str, cache: &Path) -> crate::Result<
                     format!("{name}: apt sources need a Debian host"),
                 ));
             }
-            fetched(pkg, "apt").map(Package::File)
+            fetched(pkg, "apt").map(Package::Files)
         }
         Source::Apk(pkg) => {
             if !host_is("alpine") {
@@ -81,11 +83,11 @@ fn resolve_in(targets: &TargetsFile, name: &str, cache: &Path) -> crate::Result<
                     format!("{name}: apk sources need an Alpine host"),
                 ));
             }
-            fetched(pkg, "apk").map(Package::File)
+            fetched(pkg, "apk").map(Package::Files)
         }
         Source::File(p) => {
             if p.exists() {
-                Ok(Package::File(p.clone()))
+                Ok(Package::Files(vec![p.clone()]))
             } else {
                 Err(Error::failed(
                     "target",
@@ -104,18 +106,26 @@ fn resolve_in(targets: &TargetsFile, name: &str, cache: &Path) -> crate::Result<
                     ),
                 ));
             }
-            Ok(Package::File(if matches!(t.source, Source::Build(_)) {
-                out.stripped
-            } else {
-                out.unstripped
-            }))
+            Ok(Package::Files(vec![
+                if matches!(t.source, Source::Build(_)) {
+                    out.stripped
+                } else {
+                    out.unstripped
+                },
+            ]))
         }
         Source::Mix(mix) => {
             let one = |n: &str| match resolve_in(targets, n, cache)? {
-                Package::File(path) => Ok(Part {
-                    path,
-                    read: read_options(targets, n),
-                }),
+                Package::Files(paths) => match <[PathBuf; 1]>::try_from(paths) {
+                    Ok([path]) => Ok(Part {
+                        path,
+                        read: read_options(targets, n),
+                    }),
+                    Err(_) => Err(Error::failed(
+                        "target",
+                        format!("{name}: a mix takes single packages, and {n} is a set"),
+                    )),
+                },
                 Package::Mix { .. } => Err(Error::failed(
                     "target",
                     format!("{name}: a mix cannot take parts from another mix ({n})"),
@@ -160,11 +170,16 @@ pub fn read_options(targets: &TargetsFile, name: &str) -> ReadOptions {
 }
 
 impl Package {
-    /// The path to read: the package itself, or the mix assembled once into the cache (each
-    /// part extracted with its own read options).
-    pub fn materialize(&self) -> crate::Result<PathBuf> {
+    /// The packages to read, with `read` (the target's [`read_options`]): the package or set
+    /// itself, or the mix assembled once into the cache (each part extracted with its own read
+    /// options).
+    pub fn materialize(&self, read: &ReadOptions) -> crate::Result<Vec<Part>> {
+        let part = |path: PathBuf| Part {
+            path,
+            read: read.clone(),
+        };
         match self {
-            Package::File(p) => Ok(p.clone()),
+            Package::Files(paths) => Ok(paths.iter().cloned().map(part).collect()),
             Package::Mix { boot, modules } => {
                 use sha2::{Digest, Sha256};
                 let key = hex::encode(Sha256::digest(
@@ -172,7 +187,7 @@ impl Package {
                 ));
                 let dir = cache_dir().join("mix").join(&key[..24]);
                 if dir.join(".complete").is_file() {
-                    return Ok(dir);
+                    return Ok(vec![part(dir)]);
                 }
                 let parent = dir
                     .parent()
@@ -196,7 +211,7 @@ impl Package {
                 let kept = tmp.into_inner().keep();
                 let _ = std::fs::remove_dir_all(&dir);
                 std::fs::rename(&kept, &dir).map_err(io(&dir))?;
-                Ok(dir)
+                Ok(vec![part(dir)])
             }
         }
     }
