@@ -121,6 +121,15 @@ fn bad_input_exits_2() -> R {
     Ok(())
 }
 
+/// Whether scenario target `name` (a package or a set) is on this machine, or why not.
+fn resolvable(name: &str) -> Result<(), String> {
+    use harness::scenario::{load, targets};
+    let suite = load::load(&load::scenarios_dir()).map_err(|e| e.join("; "))?;
+    targets::resolve(&suite.targets, name)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// The package of scenario target `name`, or why it is not on this machine.
 fn target(name: &str) -> Result<PathBuf, String> {
     use harness::scenario::{load, targets};
@@ -232,6 +241,44 @@ fn debian_bump() -> R {
     if failed != 1 {
         return Err(format!("size.delta failed in {failed} of the two orders (want 1)").into());
     }
+    Ok(())
+}
+
+/// The series a distribution ships, as one compare: Debian's cloud kernel 6.1 (one package,
+/// boot/) → 6.12 (one package, usr/lib/modules, .ko.xz) → 7.x (split over three packages).
+/// Each step is gated, and the report shows what BTF costs across the series, the 7.x
+/// kernel counted over all its packages.
+fn debian_series() -> R {
+    let (o, dir) = compare(&[
+        "--budget",
+        "16MiB",
+        "target:debian-cloud",
+        "target:debian-cloud-6.12",
+        "target:debian-cloud-7",
+    ]);
+    let out = text(&o.stdout);
+    print!("{out}");
+    expect(&o, 0, "compare the 6.1 → 6.12 → 7.x series")?;
+    let md = std::fs::read_to_string(dir.path().join("report.md"))?;
+    let series: Vec<&str> = md
+        .lines()
+        .skip_while(|l| !l.starts_with("What BTF costs across the series"))
+        .filter(|l| l.starts_with("| `"))
+        .take(3)
+        .collect();
+    println!("{}", series.join("\n"));
+    let [a, b, c] = series[..] else {
+        return Err(format!("series table: {series:?}").into());
+    };
+    for (row, release, packages) in [(a, "`6.1.", 1), (b, "`6.12.", 1), (c, "`7.", 3)] {
+        if !row.contains(release) || !row.contains(&format!(" | {packages} | ")) {
+            return Err(
+                format!("series row without {release} and {packages} packages: {row}").into(),
+            );
+        }
+    }
+    report_contains(dir.path(), "report.md", &["2 of 2 steps passed"])?;
+    report_contains(dir.path(), "sizes.svg", &["<svg", "linux-binary-7."])?;
     Ok(())
 }
 
@@ -796,7 +843,16 @@ fn main() -> std::process::ExitCode {
         Trial::test("ci::control_bad_commands_rejected", ci_template_control),
     ];
     let both = |a: &str, b: &str| target(a).and(target(b));
-    let cases: [Case; 5] = [
+    let series = ["debian-cloud", "debian-cloud-6.12", "debian-cloud-7"]
+        .iter()
+        .try_for_each(|t| resolvable(t))
+        .map(|()| PathBuf::new());
+    let cases: [Case; 6] = [
+        (
+            "compare::debian_cloud_series_6_1_to_7",
+            debian_series,
+            series,
+        ),
         (
             "compare::debian_cloud_bump",
             debian_bump,

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use super::btf::{Base, BaseFit, Btf};
-use super::collect::{Collector, Job, QueuedBtf};
+use super::collect::Collector;
+use super::queue::{Job, QueuedBtf};
 use super::elf::{self, SectionsError};
 use super::{bzimage, Image, Kernel, Member, Module, PayloadInfo, VmlinuxBtf};
 use crate::codec::{Codec, Decompress};

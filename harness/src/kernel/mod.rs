@@ -9,6 +9,7 @@ mod collect;
 pub mod elf;
 pub mod kconfig;
 mod load;
+mod queue;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

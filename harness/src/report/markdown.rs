@@ -9,6 +9,9 @@ use super::{Comparison, PackageReport, Row, RuntimeSummary, Step, Unit};
 use crate::checks::{Check, Status};
 use crate::size::grouped;
 
+use super::text::{html, longest_run};
+pub use super::text::{code, human, text};
+
 /// Evidence lines shown per failed check (a merge-request comment holds 64 KiB at most).
 const EVIDENCE_MAX: usize = 40;
 
@@ -49,6 +52,9 @@ fn package(out: &mut String, r: &PackageReport, budget: u64) {
         facts.push(format!("release {}", code(rel)));
     }
     let _ = writeln!(out, "{}\n", facts.join(" · "));
+    if r.packages.len() > 1 {
+        set_table(out, r);
+    }
     checks_table(out, &r.checks);
 
     let _ = writeln!(out, "| | with BTF | BTF share | without BTF |");
@@ -83,6 +89,56 @@ fn package(out: &mut String, r: &PackageReport, budget: u64) {
     if let Some(why) = &r.runtime_unavailable {
         let _ = writeln!(out, "⚠️ The runtime checks did not run: {}\n", text(why));
     }
+}
+
+/// The packages of a kernel split over several, each with what it holds and its own sizes.
+fn set_table(out: &mut String, r: &PackageReport) {
+    let _ = writeln!(
+        out,
+        "The kernel is a set of {} packages:\n",
+        r.packages.len()
+    );
+    let _ = writeln!(out, "| package | holds | file | installed | BTF cost |");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|");
+    for m in &r.packages {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            code(&m.label),
+            text(&m.holds),
+            grouped(m.file_size),
+            m.installed_size.map(grouped).unwrap_or_else(|| "–".into()),
+            grouped(m.btf_cost)
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// What BTF costs each kernel of a comparison, oldest first.
+fn series_table(out: &mut String, c: &Comparison) {
+    let _ = writeln!(out, "What BTF costs across the series:\n");
+    let _ = writeln!(
+        out,
+        "| kernel | release | packages | package files | BTF cost | vmlinuz share | modules share | modules with .BTF |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+    for p in &c.packages {
+        let b = &p.size;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} of {} |",
+            code(&p.label),
+            p.release.as_deref().map(code).unwrap_or_else(|| "–".into()),
+            p.packages.len(),
+            human(b.package),
+            human(b.total),
+            b.vmlinuz_btf.map(human).unwrap_or_else(|| "–".into()),
+            human(b.modules_btf),
+            grouped(b.modules_with_btf as u64),
+            grouped(b.module_count as u64)
+        );
+    }
+    let _ = writeln!(out);
 }
 
 fn runtime(out: &mut String, rt: &RuntimeSummary) {
@@ -182,6 +238,7 @@ pub fn compare(c: &Comparison) -> String {
         let _ = write!(gate, "; largest allowed package growth: {}", human(g));
     }
     let _ = writeln!(out, "{gate}.\n");
+    series_table(&mut out, c);
     for s in &c.steps {
         step(&mut out, c, s);
     }
@@ -261,30 +318,6 @@ fn delta(r: &Row) -> String {
     }
 }
 
-/// A size for people: three significant digits in B, KiB, MiB or GiB (`1.63 MiB`, `259 MiB`,
-/// `812 KiB`, `512 B`).
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut v = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    // Move up while the rounded figure would read 1024 or more.
-    while v >= 1023.5 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    let digits = if v < 9.995 {
-        2
-    } else if v < 99.95 {
-        1
-    } else {
-        0
-    };
-    format!("{v:.digits$} {}", UNITS[unit])
-}
-
 fn mark(passed: bool) -> &'static str {
     if passed {
         "✅"
@@ -329,72 +362,6 @@ fn counts<'a>(checks: impl Iterator<Item = &'a Check>) -> String {
     parts.join(", ")
 }
 
-/// Free text for a Markdown line or table cell: HTML and Markdown specials escaped, `|` escaped
-/// (GitHub and GitLab split cells on it even inside code spans), line breaks flattened.
-pub fn text(s: &str) -> String {
-    escaped(s, &['|', '\\', '`', '*', '_', '[', ']', '~', '#', '!', '$'])
-}
-
-/// A code span of `s`: fenced with more backticks than `s` holds in a row; `|` escaped for
-/// tables, line breaks flattened.
-pub fn code(s: &str) -> String {
-    let flat: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .replace('|', "\\|");
-    if flat.is_empty() {
-        return String::new();
-    }
-    let fence = "`".repeat(longest_run(&flat, '`') + 1);
-    let pad = if flat.starts_with('`') || flat.ends_with('`') {
-        " "
-    } else {
-        ""
-    };
-    format!("{fence}{pad}{flat}{pad}{fence}")
-}
-
-/// Text inside an HTML element (`<summary>`).
-fn html(s: &str) -> String {
-    escaped(s, &[])
-}
-
-/// `s` with `&`, `<`, `>` as HTML entities, each of `backslashed` preceded by a backslash, line
-/// feeds and tabs as spaces, carriage returns and other control characters dropped.
-fn escaped(s: &str, backslashed: &[char]) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\n' | '\t' => out.push(' '),
-            c if c.is_control() => {}
-            c => {
-                if backslashed.contains(&c) {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
-        }
-    }
-    out
-}
-
-fn longest_run(s: &str, ch: char) -> usize {
-    let (mut best, mut cur) = (0, 0);
-    for c in s.chars() {
-        if c == ch {
-            cur += 1;
-            best = best.max(cur);
-        } else {
-            cur = 0;
-        }
-    }
-    best
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
@@ -402,33 +369,8 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::report::sample::{failing, lost_btf, passing};
+    use crate::report::SetMember;
 
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(0), "0 B");
-        assert_eq!(human(1023), "1023 B");
-        assert_eq!(human(1024), "1.00 KiB");
-        assert_eq!(human(812 * 1024), "812 KiB");
-        assert_eq!(human(1_709_000), "1.63 MiB");
-        assert_eq!(human(259 << 20), "259 MiB");
-        assert_eq!(human(2 << 20), "2.00 MiB");
-        assert_eq!(human((1 << 20) - 1), "1.00 MiB");
-        assert_eq!(human(15 << 30), "15.0 GiB");
-    }
-
-    #[test]
-    fn escaping() {
-        assert_eq!(text("a|b"), "a\\|b");
-        assert_eq!(text("<b>&"), "&lt;b&gt;&amp;");
-        assert_eq!(text("x_y*z`"), "x\\_y\\*z\\`");
-        assert_eq!(text("two\nlines"), "two lines");
-        assert_eq!(code("a|b"), "`a\\|b`");
-        assert_eq!(code("a`b"), "``a`b``");
-        assert_eq!(code("`x"), "`` `x ``");
-    }
-
-    /// `md` contains every one of `parts`.
     fn has(md: &str, parts: &[&str]) {
         for p in parts {
             assert!(md.contains(p), "no {p:?} in:\n{md}");
@@ -531,6 +473,41 @@ pub(crate) mod tests {
                 "| installed | — | 5 (5 B) | — |",
                 "| `btf.present` | ❌ fail | NEW has no vmlinux BTF |",
                 "- flavours differ: cloud \\| generic",
+                "What BTF costs across the series:",
+                "| `linux-image-amd64 6.1.0-18` | `6.1.0-18-amd64` | 1 | 66.8 MiB | 1.91 MiB | 1.62 MiB | 293 KiB | 3,900 of 3,900 |",
+                "| `linux-image-amd64 6.1.0-21` | `6.1.0-21-amd64` | 1 | 67.7 MiB | 0 B | – | 0 B | 0 of 3,900 |",
+            ],
+        );
+    }
+
+    /// A kernel split over packages lists each with what it holds and its own sizes; one
+    /// package gets no such table.
+    #[test]
+    fn a_set_of_packages_is_listed() {
+        let mut r = passing();
+        assert!(!verify(std::slice::from_ref(&r), 2 << 20).contains("set of"));
+        let one = r.packages[0].clone();
+        r.packages = vec![
+            SetMember {
+                label: "linux-binary-7.3.4 7.3.4-1".into(),
+                holds: "image".into(),
+                btf_cost: 1_400_000,
+                ..one.clone()
+            },
+            SetMember {
+                label: "linux-modules-7.3.4 7.3.4-1".into(),
+                holds: "1019 modules".into(),
+                installed_size: None,
+                btf_cost: 4_600_000,
+                ..one
+            },
+        ];
+        has(
+            &verify(&[r], 2 << 20),
+            &[
+                "The kernel is a set of 2 packages:",
+                "| `linux-binary-7.3.4 7.3.4-1` | image | 70,000,000 | 280,000,000 | 1,400,000 |",
+                "| `linux-modules-7.3.4 7.3.4-1` | 1019 modules | 70,000,000 | – | 4,600,000 |",
             ],
         );
     }

@@ -11,6 +11,7 @@ pub mod markdown;
 #[cfg(any(test, feature = "test-support"))]
 pub mod sample;
 pub mod svg;
+pub mod text;
 
 use std::path::PathBuf;
 
