@@ -56,7 +56,7 @@ pub fn kconfig_btf(k: &Kernel) -> Check {
     let Some(cfg) = &k.config else {
         return Check::fail(
             KCONFIG_BTF,
-            "the package has no kernel config (boot/config-* or lib/modules/<release>/config)",
+            "the package (or set) has no kernel config (boot/config-* or (usr/)lib/modules/<release>/config); a kernel split over packages is checked as a set: name the package holding the config too (Debian: linux-base-<release>)",
         );
     };
     let c = &cfg.kconfig;
@@ -110,7 +110,7 @@ pub fn vmlinux_btf(k: &Kernel) -> Check {
     let Some(img) = &k.image else {
         return Check::fail(
             VMLINUX_BTF,
-            "the package has no kernel image (boot/vmlinuz* or lib/modules/<release>/vmlinuz)",
+            "the package (or set) has no kernel image (boot/vmlinuz* or (usr/)lib/modules/<release>/vmlinuz); a kernel split over packages is checked as a set: name the package holding the image too (Debian: linux-binary-<release>)",
         );
     };
     let mut ev = vec![format!(

@@ -9,8 +9,8 @@ use std::sync::{mpsc, Arc};
 
 use super::btf::{Base, BaseFit, Btf};
 use super::collect::Collector;
-use super::queue::{Job, QueuedBtf};
 use super::elf::{self, SectionsError};
+use super::queue::{Job, QueuedBtf};
 use super::{bzimage, Image, Kernel, Member, Module, PayloadInfo, VmlinuxBtf};
 use crate::codec::{Codec, Decompress};
 use crate::limits::{self, Exceeded};

@@ -9,8 +9,8 @@ use super::{Comparison, PackageReport, Row, RuntimeSummary, Step, Unit};
 use crate::checks::{Check, Status};
 use crate::size::grouped;
 
-use super::text::{html, longest_run};
 pub use super::text::{code, human, text};
+use super::text::{html, longest_run};
 
 /// Evidence lines shown per failed check (a merge-request comment holds 64 KiB at most).
 const EVIDENCE_MAX: usize = 40;
