@@ -9,6 +9,7 @@
 mod apk;
 mod apt;
 mod store;
+mod suites;
 
 use apk::apk_fetch;
 use apt::host_defaults_apt;
