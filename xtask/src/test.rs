@@ -102,9 +102,11 @@ fn fetch_apt_targets() -> Result<()> {
         harness::scenario::load::load(&dir).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
     for (name, t) in &suite.targets.targets {
         if let Source::Apt(pkg) = &t.source {
-            let p = fetch::apt_fetch_recorded(pkg)
+            let paths = fetch::apt_fetch_recorded(pkg)
                 .with_context(|| format!("fetch target {name} ({pkg})"))?;
-            eprintln!("kernel target {name}: {}", p.display());
+            for p in paths {
+                eprintln!("kernel target {name}: {}", p.display());
+            }
         }
     }
     Ok(())

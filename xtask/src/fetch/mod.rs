@@ -2,17 +2,23 @@
 //! host's package manager (apt on Debian, apk on Alpine, so the host's mirrors, proxies and keys
 //! apply). Downloads land in a temporary file of the cache and are renamed into the
 //! content-addressed store only once verified. This file holds the arguments, the Alpine mirror
-//! path and the exit-code families; `apt.rs` resolves and downloads with the host's apt,
-//! `apk.rs` with the host's apk, `store.rs` moves a verified download into the store and
-//! records where a fetched package is.
+//! path and the exit-code families; `apt.rs` resolves a kernel to its set of packages and
+//! downloads them with apt (the host's, or btfgate's own configuration for a Debian suite,
+//! `suites.rs`), `apk.rs` with the host's apk, `store.rs` moves a verified download into the
+//! store and records where a fetched package is.
 
 mod apk;
 mod apt;
 mod store;
+mod suites;
 
 use apk::apk_fetch;
-use apt::host_defaults_apt;
+use apt::host_default_sets_apt;
 pub use apt::{apt_download, apt_fetch_recorded, apt_image_package};
+// `apt:` package specs (spec.rs) fetch a kernel's whole set through this; until they do,
+// nothing else in the crate calls it.
+#[allow(unused_imports)]
+pub use apt::apt_fetch_set;
 use store::record;
 
 use std::io::IsTerminal;
@@ -37,8 +43,10 @@ pub enum Source {
     Alpine(AlpineArgs),
     /// Download .deb packages with `apt-get download` (default: the host's default kernel flavours)
     Apt {
-        /// Image packages, meta packages (linux-image-cloud-amd64: the image it depends on), or
-        /// META@previous (the image package one ABI before the meta package's)
+        /// Kernels, each fetched as the whole set of its packages: a meta package
+        /// (linux-image-cloud-amd64) or a versioned one from the host's apt, META@previous (one
+        /// ABI before the meta package's), or NAME@SUITE from btfgate's own apt configuration
+        /// (SUITE: bookworm, bookworm-backports, trixie, trixie-backports, sid)
         packages: Vec<String>,
     },
     /// Download .apk packages with `apk fetch` (default: linux-lts linux-virt)
@@ -175,11 +183,16 @@ pub use crate::host::Unavailable;
 pub fn run(source: Source) -> Result<()> {
     let paths = match source {
         Source::Alpine(a) => alpine(&a)?,
-        Source::Apt { packages } if packages.is_empty() => host_defaults_apt()?,
+        Source::Apt { packages } if packages.is_empty() => {
+            host_default_sets_apt()?.into_iter().flatten().collect()
+        }
         Source::Apt { packages } => packages
             .iter()
             .map(|p| apt_fetch_recorded(p))
-            .collect::<Result<_>>()?,
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect(),
         Source::Apk { packages } => {
             let packages = if packages.is_empty() {
                 Flavor::ALL
@@ -193,7 +206,7 @@ pub fn run(source: Source) -> Result<()> {
                 .iter()
                 .map(|p| {
                     let path = apk_fetch(p)?;
-                    record(p, &path)?;
+                    record(p, std::slice::from_ref(&path))?;
                     Ok(path)
                 })
                 .collect::<Result<_>>()?
@@ -205,16 +218,23 @@ pub fn run(source: Source) -> Result<()> {
     Ok(())
 }
 
-/// Fetches the host distribution's default kernel flavours and returns their paths.
+/// Fetches the host distribution's default kernel flavours and returns their paths (every
+/// package of every flavour's set).
 pub fn host_defaults() -> Result<Vec<PathBuf>> {
+    Ok(host_default_sets()?.into_iter().flatten().collect())
+}
+
+/// Fetches the host distribution's default kernel flavours (`Flavor::ALL`): one set of paths
+/// per flavour, recorded under its meta package (Debian) or package (Alpine).
+pub fn host_default_sets() -> Result<Vec<Vec<PathBuf>>> {
     // Old lists name an old ABI as the current kernel.
     crate::host::refresh_lists()?;
     match host() {
-        Host::Debian => host_defaults_apt(),
+        Host::Debian => host_default_sets_apt(),
         Host::Alpine => Flavor::ALL
             .iter()
             .map(|f| {
-                let p = apk_fetch(f.alpine_package())?;
+                let p = vec![apk_fetch(f.alpine_package())?];
                 record(f.alpine_package(), &p)?;
                 Ok(p)
             })

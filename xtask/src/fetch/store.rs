@@ -8,13 +8,14 @@ use harness::fetch::Store;
 
 use super::fetch_error;
 
-/// Remembers where the fetched package `name` is, for the tests and scenario targets.
-pub(super) fn record(name: &str, path: &Path) -> Result<()> {
+/// Remembers where the fetched package `name` is (its files, one path a line: a kernel may be
+/// several packages), for the tests and scenario targets.
+pub(super) fn record(name: &str, paths: &[PathBuf]) -> Result<()> {
     let marker = harness::scenario::targets::fetched_marker(name);
     let dir = marker.parent().context("marker path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    harness::atomic::write(&marker, format!("{}\n", path.display()).as_bytes())
-        .context("record the fetched package")?;
+    let text: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
+    harness::atomic::write(&marker, text.as_bytes()).context("record the fetched package")?;
     Ok(())
 }
 
