@@ -90,7 +90,19 @@ pub fn host_kernel(flavor: Flavor) -> crate::Result<PathBuf> {
             ),
         )
     })?;
-    let p = PathBuf::from(text.trim());
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let [line] = lines[..] else {
+        return Err(crate::Error::bad(
+            &marker,
+            "fetch marker",
+            format!(
+                "names {} packages: the host's {} kernel is a set of packages, and the tests made from it need one package",
+                lines.len(),
+                flavor.name()
+            ),
+        ));
+    };
+    let p = PathBuf::from(line);
     if p.is_file() {
         Ok(p)
     } else {

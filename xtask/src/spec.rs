@@ -46,8 +46,7 @@ fn resolve_one(spec: &str, mirror: &MirrorArgs, read: &ReadOptions) -> Result<Ve
         read: read.clone(),
     };
     if let Some(name) = spec.strip_prefix("apt:") {
-        let real = fetch::apt_image_package(name)?;
-        return Ok(vec![plain(fetch::apt_download(&real)?)]);
+        return Ok(fetch::apt_fetch_set(name)?.into_iter().map(plain).collect());
     }
     if let Some(name) = spec.strip_prefix("alpine:") {
         let f = mirror.fetcher(&read.keys_dir)?;

@@ -61,13 +61,15 @@ pub fn run(
         crate::host::ensure(&crate::host::RUNTIME_PACKAGES).map_err(|e| format!("{e:#}"))
     };
     let packages: Vec<spec::Resolved> = if specs.is_empty() {
-        fetch::host_defaults()?
+        fetch::host_default_sets()?
             .into_iter()
-            .map(|path| spec::Resolved {
-                parts: vec![harness::package::Part {
-                    path,
-                    read: opts.read_options(),
-                }],
+            .map(|set| spec::Resolved {
+                parts: (set.into_iter())
+                    .map(|path| harness::package::Part {
+                        path,
+                        read: opts.read_options(),
+                    })
+                    .collect(),
             })
             .collect()
     } else {

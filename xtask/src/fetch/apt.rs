@@ -435,33 +435,6 @@ pub(super) fn host_default_sets_apt() -> Result<Vec<Vec<PathBuf>>> {
         .collect()
 }
 
-/// The image package `name` stands for in the host's apt: itself when it is versioned
-/// (`linux-image-6.1.0-55-cloud-amd64`), the image a meta package depends on
-/// (`linux-image-cloud-amd64`), or for `META@previous` the highest ABI below that one. A
-/// suite's kernel may be several packages: [`apt_fetch_set`] fetches them.
-pub fn apt_image_package(name: &str) -> Result<String> {
-    let s = suites::parse(name)?;
-    match s.at {
-        At::Previous => apt_previous(&host_image(name, &s.name)?),
-        At::Host if versioned(&s.name) => Ok(s.name),
-        At::Host => host_image(name, &s.name),
-        At::Suite(suite) => anyhow::bail!(
-            "apt:{name}: a kernel of {suite} may be several packages: fetch it with apt_fetch_set"
-        ),
-    }
-}
-
-/// `apt-get download NAME` (the host's candidate) into the store.
-pub fn apt_download(name: &str) -> Result<PathBuf> {
-    let apt = Apt::host();
-    let r = apt.lookup(name, None)?.ok_or_else(|| {
-        Unavailable(format!(
-            "apt:{name}: apt knows no package {name} in the host's apt sources"
-        ))
-    })?;
-    download(&apt, name, &r)
-}
-
 /// Downloads the package of `r` into the store, unless it is there already (apt verifies
 /// the file against its signed index).
 fn download(apt: &Apt, spec: &str, r: &Record) -> Result<PathBuf> {

@@ -14,11 +14,7 @@ mod suites;
 
 use apk::apk_fetch;
 use apt::host_default_sets_apt;
-pub use apt::{apt_download, apt_fetch_recorded, apt_image_package};
-// `apt:` package specs (spec.rs) fetch a kernel's whole set through this; until they do,
-// nothing else in the crate calls it.
-#[allow(unused_imports)]
-pub use apt::apt_fetch_set;
+pub use apt::{apt_fetch_recorded, apt_fetch_set};
 use store::record;
 
 use std::io::IsTerminal;
