@@ -90,7 +90,11 @@ pub fn host_kernel(flavor: Flavor) -> crate::Result<PathBuf> {
             ),
         )
     })?;
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let [line] = lines[..] else {
         return Err(crate::Error::bad(
             &marker,

@@ -282,6 +282,44 @@ fn debian_series() -> R {
     Ok(())
 }
 
+/// Debian 7.x's `linux-modules-<rel>` alone is not a kernel: `inspect` says which set it needs
+/// (the missing image, the package that holds it) as bad input, exit 2, and blames no module.
+/// With the rest of its set, joined by commas, the same modules pass.
+fn modules_alone_name_their_set() -> R {
+    use harness::scenario::{load, targets};
+    let suite = load::load(&load::scenarios_dir()).map_err(|e| e.join("; "))?;
+    let targets::Package::Files(set) = targets::resolve(&suite.targets, "debian-cloud-7")? else {
+        return Err("debian-cloud-7 is a mix".into());
+    };
+    let name = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let modules = (set.iter())
+        .find(|p| name(p).is_some_and(|n| n.starts_with("linux-modules-")))
+        .ok_or("no linux-modules package in the set")?;
+    let o = xtask(&["inspect", &modules.to_string_lossy()]);
+    let err = text(&o.stderr);
+    expect(&o, 2, "inspect linux-modules alone")?;
+    contains(
+        &err,
+        &["no kernel image", "linux-binary-7.", "assemble the kernel"],
+        "the error",
+    )?;
+    if text(&o.stdout).contains("modules.btf_base") {
+        return Err("a check blamed the modules".into());
+    }
+    let joined: Vec<String> = set
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let o = xtask(&["inspect", "--budget", "16MiB", &joined.join(",")]);
+    expect(&o, 0, "inspect the whole set")?;
+    contains(
+        &text(&o.stdout),
+        &["holds image", "holds config", "modules.btf_base   PASS"],
+        "the table",
+    )?;
+    Ok(())
+}
+
 /// The JSON of a comparison: every step with rows and gate.
 fn debian_bump_json() -> R {
     let old = target("debian-cloud-previous")?;
@@ -847,11 +885,16 @@ fn main() -> std::process::ExitCode {
         .iter()
         .try_for_each(|t| resolvable(t))
         .map(|()| PathBuf::new());
-    let cases: [Case; 6] = [
+    let cases: [Case; 7] = [
         (
             "compare::debian_cloud_series_6_1_to_7",
             debian_series,
             series,
+        ),
+        (
+            "inspect::modules_alone_name_their_set",
+            modules_alone_name_their_set,
+            resolvable("debian-cloud-7").map(|()| PathBuf::new()),
         ),
         (
             "compare::debian_cloud_bump",

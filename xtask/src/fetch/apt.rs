@@ -219,15 +219,48 @@ impl Apt {
 
     /// The record of `name` (at `version`), updating the lists once if apt knows none.
     fn lookup(&self, name: &str, version: Option<&str>) -> Result<Option<Record>> {
-        let target = self.target(name, version);
-        if let Some(r) = self.show(&target)? {
+        if let Some(r) = self.newest(name, version)? {
             return Ok(Some(r));
         }
         if self.refresh()? {
-            return self.show(&target);
+            return self.newest(name, version);
         }
         Ok(None)
     }
+
+    /// The record of `name` (at `version`). A stable suite's current packages are the newest
+    /// of the suite and its `-updates` and `-security` archives (a kernel's security update
+    /// is only in the latter), as the host's own apt sees them.
+    fn newest(&self, name: &str, version: Option<&str>) -> Result<Option<Record>> {
+        let stable = (self.suite).filter(|s| version.is_none() && suites::STABLE.contains(s));
+        let Some(suite) = stable else {
+            return self.show(&self.target(name, version));
+        };
+        let mut best: Option<Record> = None;
+        for archive in [
+            suite.to_string(),
+            format!("{suite}-updates"),
+            format!("{suite}-security"),
+        ] {
+            let Some(r) = self.show(&format!("{name}/{archive}"))? else {
+                continue;
+            };
+            best = match best {
+                Some(b) if !newer(&r.version, &b.version)? => Some(b),
+                _ => Some(r),
+            };
+        }
+        Ok(best)
+    }
+}
+
+/// Whether Debian version `a` is newer than `b` (dpkg's ordering).
+fn newer(a: &str, b: &str) -> Result<bool> {
+    let (status, _, _) = Cmd::new("dpkg", QUERY)
+        .args(["--compare-versions", a, "gt", b])
+        .output()
+        .map_err(|e| Unavailable(format!("dpkg --compare-versions {a} gt {b}: {e}")))?;
+    Ok(status.success())
 }
 
 /// What `versioned` means, for messages.

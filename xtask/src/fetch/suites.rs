@@ -101,11 +101,21 @@ pub struct Mirror {
     pub signed_by: Option<String>,
 }
 
-/// Whether a source with these suites is a Debian mirror (not its security archive).
-fn debian_suites<'a>(mut suites: impl Iterator<Item = &'a str>) -> bool {
-    suites.any(|s| {
-        !s.ends_with("-security") && DEBIAN.iter().any(|d| s.split('-').next() == Some(*d))
-    })
+/// Which archive a source serves: Debian's mirror, or its security archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Archive {
+    Main,
+    Security,
+}
+
+impl Archive {
+    /// Whether a source with these suites serves this archive of Debian.
+    fn serves<'a>(self, mut suites: impl Iterator<Item = &'a str>) -> bool {
+        suites.any(|s| {
+            s.ends_with("-security") == (self == Archive::Security)
+                && DEBIAN.iter().any(|d| s.split('-').next() == Some(*d))
+        })
+    }
 }
 
 /// A keyring path given as `signed-by`; an inline key (deb822 allows one) is left to apt's
@@ -115,8 +125,8 @@ fn keyring(v: &str) -> Option<String> {
     (v.starts_with('/') && !v.contains(char::is_whitespace)).then(|| v.to_string())
 }
 
-/// The first Debian mirror of a one-line-format sources list.
-pub fn mirror_in_one_line(text: &str) -> Option<Mirror> {
+/// The first source of `archive` in a one-line-format sources list.
+fn archive_in_one_line(text: &str, archive: Archive) -> Option<Mirror> {
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
         let Some(rest) = line.strip_prefix("deb ").or(line.strip_prefix("deb\t")) else {
@@ -134,7 +144,7 @@ pub fn mirror_in_one_line(text: &str) -> Option<Mirror> {
         let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
             continue;
         };
-        if !debian_suites(std::iter::once(suite)) {
+        if !archive.serves(std::iter::once(suite)) {
             continue;
         }
         let signed_by = options
@@ -149,8 +159,8 @@ pub fn mirror_in_one_line(text: &str) -> Option<Mirror> {
     None
 }
 
-/// The first Debian mirror of a deb822 `.sources` file.
-pub fn mirror_in_deb822(text: &str) -> Option<Mirror> {
+/// The first source of `archive` in a deb822 `.sources` file.
+fn archive_in_deb822(text: &str, archive: Archive) -> Option<Mirror> {
     let mut stanza: Vec<(String, String)> = Vec::new();
     let mut stanzas = Vec::new();
     for line in text.lines().chain(std::iter::once("")) {
@@ -182,7 +192,7 @@ pub fn mirror_in_deb822(text: &str) -> Option<Mirror> {
         if !field("types")?.split_whitespace().any(|t| t == "deb") {
             return None;
         }
-        if !debian_suites(field("suites")?.split_whitespace()) {
+        if !archive.serves(field("suites")?.split_whitespace()) {
             return None;
         }
         let uri = field("uris")?.split_whitespace().next()?;
@@ -205,20 +215,28 @@ fn host_source_files(etc: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The first source of `archive` the host's apt configuration (under `etc`) names.
+fn host_archive(etc: &Path, archive: Archive) -> Option<Mirror> {
+    host_source_files(etc).iter().find_map(|f| {
+        let text = std::fs::read_to_string(f).ok()?;
+        if f.extension().is_some_and(|x| x == "sources") {
+            archive_in_deb822(&text, archive)
+        } else {
+            archive_in_one_line(&text, archive)
+        }
+    })
+}
+
+/// The host's Debian security archive, when its apt configuration names one: the stable
+/// suites' `-security` updates (their current kernels) come from there.
+pub fn host_security(etc: &Path) -> Option<Mirror> {
+    host_archive(etc, Archive::Security)
+}
+
 /// The first Debian mirror the host's apt configuration (under `etc`) names.
 pub fn host_mirror(etc: &Path) -> Result<Mirror> {
-    for f in host_source_files(etc) {
-        let Ok(text) = std::fs::read_to_string(&f) else {
-            continue;
-        };
-        let found = if f.extension().is_some_and(|x| x == "sources") {
-            mirror_in_deb822(&text)
-        } else {
-            mirror_in_one_line(&text)
-        };
-        if let Some(m) = found {
-            return Ok(m);
-        }
+    if let Some(m) = host_archive(etc, Archive::Main) {
+        return Ok(m);
     }
     Err(Unavailable(format!(
         "the host's apt configuration names no Debian mirror (no deb source for a Debian suite \
@@ -229,18 +247,33 @@ pub fn host_mirror(etc: &Path) -> Result<Mirror> {
     .into())
 }
 
+/// The stable suites, whose kernels are updated in `<suite>-updates` (point releases) and
+/// `<suite>-security` (the security archive): without them `@bookworm` would be an older
+/// kernel than the host's own bookworm apt gives.
+pub const STABLE: [&str; 2] = ["bookworm", "trixie"];
+
 /// btfgate's sources list: one `deb` line per suite, component `main`, only the `Packages`
-/// index (no translations or AppStream data).
-pub fn sources_list(m: &Mirror) -> String {
-    let mut options = vec!["arch=amd64".to_string(), "target=Packages".to_string()];
-    if let Some(k) = &m.signed_by {
-        options.push(format!("signed-by={k}"));
-    }
+/// index (no translations or AppStream data); for the stable suites also their `-updates`
+/// and, when the host names a security archive, their `-security` suites.
+pub fn sources_list(m: &Mirror, security: Option<&Mirror>) -> String {
+    let line = |m: &Mirror, suite: &str| {
+        let mut options = vec!["arch=amd64".to_string(), "target=Packages".to_string()];
+        if let Some(k) = &m.signed_by {
+            options.push(format!("signed-by={k}"));
+        }
+        format!("deb [{}] {} {suite} main\n", options.join(" "), m.uri)
+    };
     let mut out = String::from(
         "# Written by btfgate (cargo xtask fetch apt NAME@SUITE) from the host's apt sources.\n",
     );
     for s in SUITES {
-        out.push_str(&format!("deb [{}] {} {s} main\n", options.join(" "), m.uri));
+        out.push_str(&line(m, s));
+    }
+    for s in STABLE {
+        out.push_str(&line(m, &format!("{s}-updates")));
+        if let Some(sec) = security {
+            out.push_str(&line(sec, &format!("{s}-security")));
+        }
     }
     out
 }
@@ -328,7 +361,8 @@ impl Config {
             std::fs::create_dir_all(&d).with_context(|| format!("create {}", d.display()))?;
         }
         let _lock = self.lock()?;
-        let sources = sources_list(&host_mirror(Path::new("/etc/apt"))?);
+        let etc = Path::new("/etc/apt");
+        let sources = sources_list(&host_mirror(etc)?, host_security(etc).as_ref());
         if std::fs::read_to_string(self.sources()).ok().as_deref() != Some(sources.as_str()) {
             harness::atomic::write(&self.sources(), sources.as_bytes())
                 .context("write the suites' sources list")?;
@@ -397,6 +431,14 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn main_in_one_line(text: &str) -> Option<Mirror> {
+        archive_in_one_line(text, Archive::Main)
+    }
+
+    fn main_in_deb822(text: &str) -> Option<Mirror> {
+        archive_in_deb822(text, Archive::Main)
+    }
+
     #[test]
     fn specs_name_the_host_the_previous_abi_or_a_suite() {
         let p = parse("linux-image-cloud-amd64").unwrap();
@@ -436,20 +478,20 @@ deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http:/
 deb http://later.example/debian trixie main
 ";
         assert_eq!(
-            mirror_in_one_line(text),
+            main_in_one_line(text),
             Some(Mirror {
                 uri: "http://mirror.example/debian".into(),
                 signed_by: Some("/usr/share/keyrings/debian-archive-keyring.gpg".into()),
             })
         );
         assert_eq!(
-            mirror_in_one_line("deb http://mirror.example/debian stable-updates main\n")
+            main_in_one_line("deb http://mirror.example/debian stable-updates main\n")
                 .map(|m| m.uri),
             Some("http://mirror.example/debian".into())
         );
         // Not Debian: another distribution, a third-party repository, security only.
         assert_eq!(
-            mirror_in_one_line(
+            main_in_one_line(
                 "deb http://mirror.example/ubuntu jammy main\n\
                  deb https://vendor.example/apt cloud-sdk-bookworm main\n\
                  deb http://mirror.example/debian-security trixie-security main\n"
@@ -485,7 +527,7 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 ";
         assert_eq!(
-            mirror_in_deb822(text),
+            main_in_deb822(text),
             Some(Mirror {
                 uri: "http://mirror.example/debian".into(),
                 signed_by: Some("/usr/share/keyrings/debian-archive-keyring.gpg".into()),
@@ -503,14 +545,14 @@ Signed-By:
  -----END PGP PUBLIC KEY BLOCK-----
 ";
         assert_eq!(
-            mirror_in_deb822(inline),
+            main_in_deb822(inline),
             Some(Mirror {
                 uri: "http://mirror.example/debian".into(),
                 signed_by: None,
             })
         );
         assert_eq!(
-            mirror_in_deb822(
+            main_in_deb822(
                 "Types: deb\nURIs: https://vendor.example/node_20.x\nSuites: nodistro\nComponents: main\n"
             ),
             None
@@ -554,13 +596,40 @@ Signed-By:
         );
     }
 
+    /// The security archive is found as the mirror is, and never taken for the mirror.
+    #[test]
+    fn the_security_archive_is_found_apart_from_the_mirror() {
+        let etc = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(etc.path().join("sources.list.d")).unwrap();
+        std::fs::write(
+            etc.path().join("sources.list.d/debian.sources"),
+            "Types: deb\nURIs: http://sec.example/debian-security\nSuites: bookworm-security\nComponents: main\n\n\
+             Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n",
+        )
+        .unwrap();
+        assert_eq!(
+            host_mirror(etc.path()).unwrap().uri,
+            "http://mirror.example/debian"
+        );
+        assert_eq!(
+            host_security(etc.path()).map(|m| m.uri).as_deref(),
+            Some("http://sec.example/debian-security")
+        );
+        std::fs::write(
+            etc.path().join("sources.list.d/debian.sources"),
+            "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\nComponents: main\n",
+        )
+        .unwrap();
+        assert_eq!(host_security(etc.path()), None);
+    }
+
     #[test]
     fn the_sources_list_has_one_line_per_suite() {
         let m = Mirror {
             uri: "http://mirror.example/debian".into(),
             signed_by: Some("/usr/share/keyrings/debian-archive-keyring.gpg".into()),
         };
-        let text = sources_list(&m);
+        let text = sources_list(&m, None);
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
             lines,
@@ -570,15 +639,34 @@ Signed-By:
                 "deb [arch=amd64 target=Packages signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian trixie main",
                 "deb [arch=amd64 target=Packages signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian trixie-backports main",
                 "deb [arch=amd64 target=Packages signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian sid main",
+                "deb [arch=amd64 target=Packages signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian bookworm-updates main",
+                "deb [arch=amd64 target=Packages signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example/debian trixie-updates main",
             ]
         );
-        let plain = sources_list(&Mirror {
-            uri: "http://mirror.example/debian".into(),
+        // With the host's security archive, the stable suites get their security updates.
+        let sec = Mirror {
+            uri: "http://security.example/debian-security".into(),
             signed_by: None,
-        });
+        };
+        let with = sources_list(&m, Some(&sec));
+        for s in ["bookworm", "trixie"] {
+            assert!(
+                with.contains(&format!(
+                    "deb [arch=amd64 target=Packages] http://security.example/debian-security {s}-security main\n"
+                )),
+                "{with}"
+            );
+        }
+        let plain = sources_list(
+            &Mirror {
+                uri: "http://mirror.example/debian".into(),
+                signed_by: None,
+            },
+            None,
+        );
         assert!(plain
             .contains("deb [arch=amd64 target=Packages] http://mirror.example/debian sid main\n"));
         // What it reads back is the same mirror.
-        assert_eq!(mirror_in_one_line(&text), Some(m));
+        assert_eq!(main_in_one_line(&text), Some(m));
     }
 }
