@@ -9,6 +9,7 @@
 
 mod apk;
 mod apt;
+mod sources;
 mod store;
 mod suites;
 
