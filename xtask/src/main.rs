@@ -7,6 +7,7 @@ mod fetch;
 mod host;
 mod inspect;
 mod report;
+mod run;
 mod spec;
 mod test;
 mod verify;
@@ -59,6 +60,10 @@ enum Cmd {
         #[command(flatten)]
         reports: report::ReportArgs,
     },
+    /// Run a command in the guest of a package's kernel (its modules loaded, the BPF tools on
+    /// PATH, --copy files in /work); exits with the command's status (124: timeout; 125: the
+    /// guest failed)
+    Run(run::RunArgs),
     /// Compare kernel packages of one flavour, oldest first: did BTF survive the bump, and what did it cost?
     Compare(compare::CompareArgs),
     /// Fetch kernel packages into the cache (from an Alpine mirror, or with apt or apk)
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
             reports,
         } => verify::run(&packages, &opts, &rt, &mirror, &reports),
         Cmd::Compare(a) => compare::run(&a),
+        Cmd::Run(a) => run::run(&a),
         Cmd::Fetch { source } => fetch::run(source).map(|_| 0),
         Cmd::Test { args } => test::run(&args),
         Cmd::Setup => test::setup().map(|_| 0),

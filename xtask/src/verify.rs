@@ -215,7 +215,7 @@ fn runtime_half(
 }
 
 /// A fresh directory for one run's transcript and logs, under the cache.
-fn run_dir(k: &Kernel) -> Result<PathBuf> {
+pub fn run_dir(k: &Kernel) -> Result<PathBuf> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())

@@ -728,6 +728,115 @@ fn interrupt(sig: nix::sys::signal::Signal, during_checks: bool) -> R {
     no_temporaries(tmp.path(), &harness::fixtures::cache_dir(), sig)
 }
 
+/// The QEMU name (`btfgate-<run dir>`) of the `run` whose stderr is `err`.
+fn run_qemu_name(err: &str) -> Result<String, Failed> {
+    let dir = err
+        .lines()
+        .find_map(|l| l.split_once("; transcript in ").map(|(_, d)| d.trim().to_string()))
+        .ok_or("run did not name its transcript directory")?;
+    let name = Path::new(&dir)
+        .file_name()
+        .ok_or("transcript directory without a name")?
+        .to_string_lossy()
+        .into_owned();
+    Ok(format!("\0-name\0btfgate-{name}"))
+}
+
+/// `cargo xtask run` on the tiny kernel: a `--copy`'d script runs in /work, its output reaches
+/// stdout, kernel messages stay on stderr, and its exit status 3 is run's; a command past
+/// `--timeout` ends with 124 naming the phase, and its QEMU is gone.
+fn run_status_and_timeout() -> R {
+    let d = tempfile::tempdir()?;
+    let script = d.path().join("repro.sh");
+    std::fs::write(
+        &script,
+        "echo hello from $(uname -r) in $(pwd); ls /sys/kernel/btf/vmlinux; exit 3\n",
+    )?;
+    let script = script.to_string_lossy().into_owned();
+    let o = xtask(&[
+        "run", "--package", "target:tiny-btf", "--accel", "tcg", "--copy", &script, "--", "sh",
+        "repro.sh",
+    ]);
+    expect(&o, 3, "run of a script exiting 3")?;
+    contains(
+        &text(&o.stdout),
+        &["hello from ", " in /work", "/sys/kernel/btf/vmlinux"],
+        "run's stdout",
+    )?;
+    let err = text(&o.stderr);
+    contains(&err, &["the command exited 3", "run: accelerator tcg"], "run's stderr")?;
+    if text(&o.stdout).contains("@@BTFGATE") {
+        return Err("the console's markers leaked into the output".into());
+    }
+    let o = xtask(&[
+        "run", "--package", "target:tiny-btf", "--accel", "tcg", "--timeout", "3", "--", "sleep",
+        "60",
+    ]);
+    expect(&o, 124, "run past its timeout")?;
+    let err = text(&o.stderr);
+    contains(&err, &["TIMEOUT in phase run", "--timeout 3"], "run's stderr")?;
+    let name = run_qemu_name(&err)?;
+    let left = harness::guest::processes_matching(&name);
+    if !left.is_empty() {
+        return Err(format!("QEMU {left:?} outlived the timed-out run").into());
+    }
+    Ok(())
+}
+
+/// The acceptance one-liner: bpftrace's kfunc on the cloud kernel, without headers, through
+/// `run`: its output on stdout, exit 0.
+fn run_bpftrace_on_cloud() -> R {
+    let pkg = host_kernel(Flavor::Cloud)?;
+    let o = xtask(&[
+        "run",
+        "--package",
+        &pkg.to_string_lossy(),
+        "--accel",
+        "tcg",
+        "--",
+        "bpftrace",
+        "-e",
+        "kfunc:vmlinux:vfs_read { @[comm] = count(); exit(); }",
+    ]);
+    expect(&o, 0, "run bpftrace")?;
+    contains(&text(&o.stdout), &["Attaching 1 probe", "@["], "bpftrace's output")?;
+    Ok(())
+}
+
+/// SIGINT to `run` while its command runs: exit 130 saying what it interrupted, no QEMU left.
+fn run_interrupted() -> R {
+    use harness::process::{Cmd, Output as Out};
+    use std::time::Instant;
+    let err = tempfile::NamedTempFile::new()?;
+    let mut p = Cmd::new(env!("CARGO_BIN_EXE_xtask"), Duration::from_secs(600))
+        .args(["run", "--package", "target:tiny-btf", "--accel", "tcg", "--", "sleep", "120"])
+        .spawn(Out::Null, Out::File(err.path()))?;
+    let t0 = Instant::now();
+    let qemu = loop {
+        if let Some(q) = children_matching(p.pid(), "\0-name\0btfgate-").first() {
+            let t = std::fs::read_to_string(transcript_of(*q)?).unwrap_or_default();
+            if t.contains("[btfgate host] run:") {
+                break *q;
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(240) || p.try_status()?.is_some() {
+            let e = String::from_utf8_lossy(&std::fs::read(err.path())?).into_owned();
+            return Err(format!("the command never started: {e}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let sig = nix::sys::signal::Signal::SIGINT;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid() as i32), sig)?;
+    let verdict = interrupted(&mut p, sig, qemu, err.path());
+    if alive(qemu) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(qemu as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    verdict
+}
+
 /// Names btfgate gives its temporary files and directories (downloads, unpacked packages,
 /// kernel builds, atomic writes).
 fn temporary(name: &str) -> bool {
@@ -933,6 +1042,19 @@ fn main() -> std::process::ExitCode {
         Trial::test("fetch::alpine_list_and_exit_codes", fetch_alpine_cli),
         &harness::fixtures::alpine_dir(),
     ));
+    let tiny_runtime = target("tiny-btf").and_then(|p| {
+        harness::fixtures::runtime_tools()
+            .map(|()| p)
+            .map_err(|e| e.to_string())
+    });
+    trials.push(needs(
+        Trial::test("run::status_copy_and_timeout", run_status_and_timeout),
+        &tiny_runtime,
+    ));
+    trials.push(needs(
+        Trial::test("run::sigint_leaves_no_qemu", run_interrupted),
+        &tiny_runtime,
+    ));
     for (name, f, need) in cases {
         trials.push(needs(Trial::test(name, f), &need));
     }
@@ -940,6 +1062,10 @@ fn main() -> std::process::ExitCode {
     let runtime = host_kernel(Flavor::Cloud)
         .map_err(|e| e.to_string())
         .and_then(|p| harness::fixtures::runtime_tools().map(|()| p));
+    trials.push(needs(
+        Trial::test("run::bpftrace_one_liner_on_cloud", run_bpftrace_on_cloud),
+        &runtime,
+    ));
     for (name, sig, after) in [
         (
             "interrupt::sigint_during_boot_leaves_no_qemu",

@@ -3,6 +3,7 @@
 
 use crate::checks::guest as gc;
 use crate::checks::Check;
+use crate::image::initramfs::Node;
 use crate::image::Recipe;
 use crate::kernel::Kernel;
 use crate::qemu::accel;
@@ -21,10 +22,12 @@ use std::time::Duration;
 use std::time::Instant;
 
 pub use crate::checks::guest::{ModuleProbe, Prepared};
+pub use command::{copy_nodes, run_command, Ran};
 pub use floor::boot_floor;
 pub use load_order::{find_module, load_order};
 pub use prepare::{missing_host_tools, prepare, qemu_binary};
 
+mod command;
 mod floor;
 mod load_order;
 mod prepare;
@@ -55,6 +58,8 @@ pub struct Params {
     pub progress: Option<fn(&str, Duration)>,
     /// The module kfunc guest.bpftrace attaches.
     pub module_probe: ModuleProbe,
+    /// Files put into the image besides the recipe's (`xtask run --copy`: under `work/`).
+    pub extra: Vec<Node>,
 }
 
 impl Default for Params {
@@ -70,6 +75,7 @@ impl Default for Params {
             cpus: None,
             progress: None,
             module_probe: ModuleProbe::default(),
+            extra: Vec::new(),
         }
     }
 }
@@ -150,18 +156,55 @@ pub fn alive(pid: u32) -> bool {
     stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s != "Z"))
 }
 
-/// Boots the package's kernel and runs every guest check. Infrastructure problems (no qemu,
-/// nothing to boot) are errors; everything the guest does or fails to do is a check result.
-pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) -> Result<Report> {
-    let t0 = Instant::now();
-    let mut phases: Vec<(String, f64)> = Vec::new();
-    let mut mark =
-        |name: &str, since: Instant| phases.push((name.to_string(), since.elapsed().as_secs_f64()));
-    let progress = |p: &str| {
-        if let Some(f) = params.progress {
-            f(p, t0.elapsed());
+/// Phase timings of a run, and the progress display.
+pub(crate) struct Phases {
+    t0: Instant,
+    pub(crate) list: Vec<(String, f64)>,
+    progress: Option<fn(&str, Duration)>,
+}
+
+impl Phases {
+    pub(crate) fn new(progress: Option<fn(&str, Duration)>) -> Phases {
+        Phases {
+            t0: Instant::now(),
+            list: Vec::new(),
+            progress,
         }
-    };
+    }
+
+    /// Says `name` starts; returns its start time for [`Phases::mark`].
+    pub(crate) fn begin(&self, name: &str) -> Instant {
+        if let Some(f) = self.progress {
+            f(name, self.t0.elapsed());
+        }
+        Instant::now()
+    }
+
+    pub(crate) fn mark(&mut self, name: &str, since: Instant) {
+        self.list
+            .push((name.to_string(), since.elapsed().as_secs_f64()));
+    }
+}
+
+/// A guest started for a run: what was prepared, how it was booted, and the machine at its
+/// command loop (or how the boot failed).
+pub(crate) struct Started {
+    pub(crate) prep: Prepared,
+    pub(crate) spec: Spec,
+    pub(crate) choice: Choice,
+    pub(crate) machine: std::result::Result<Machine, RunError>,
+}
+
+/// Prepares the guest (the package's kernel, its modules, the recipe's tools, `params.extra`),
+/// chooses the accelerator and boots. Infrastructure problems (no qemu, nothing to boot) are
+/// errors; a boot that fails is [`Started::machine`]'s error.
+pub(crate) fn start(
+    k: &Kernel,
+    recipe: &Recipe,
+    params: &Params,
+    trial_dir: &Path,
+    phases: &mut Phases,
+) -> Result<Started> {
     let missing = missing_host_tools(recipe);
     if !missing.is_empty() {
         return Err(Error::failed(PREPARE, format!(
@@ -170,10 +213,9 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
         )));
     }
     std::fs::create_dir_all(trial_dir).map_err(|e| Error::io(trial_dir, PREPARE, e))?;
-    progress("prepare image");
-    let t = Instant::now();
+    let t = phases.begin("prepare image");
     let prep = prepare(k, recipe, params)?;
-    mark("prepare image", t);
+    phases.mark("prepare image", t);
     let cpus = |a: Accel| params.cpus.unwrap_or(default_cpus(a));
     // The spec as the KVM probe boots it; the accelerator chosen then decides.
     let mut spec = Spec {
@@ -191,19 +233,35 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
             reason: format!("{} forced with --accel", a.name()),
         },
         None => {
-            progress("probe kvm");
-            let t = Instant::now();
+            let t = phases.begin("probe kvm");
             let c = accel::probe(&qemu_binary(), &spec, trial_dir);
-            mark("probe kvm", t);
+            phases.mark("probe kvm", t);
             c
         }
     };
     spec.accel = choice.accel;
     spec.cpus = cpus(choice.accel);
-    progress("boot");
-    let t = Instant::now();
+    let t = phases.begin("boot");
     let machine = Machine::boot(&qemu_binary(), &spec, trial_dir, &params.deadlines);
-    mark("boot", t);
+    phases.mark("boot", t);
+    Ok(Started {
+        prep,
+        spec,
+        choice,
+        machine,
+    })
+}
+
+/// Boots the package's kernel and runs every guest check. Infrastructure problems (no qemu,
+/// nothing to boot) are errors; everything the guest does or fails to do is a check result.
+pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) -> Result<Report> {
+    let mut ph = Phases::new(params.progress);
+    let Started {
+        prep,
+        spec,
+        choice,
+        machine,
+    } = start(k, recipe, params, trial_dir, &mut ph)?;
     let transcript = trial_dir.join("console.log");
     let mut m = match machine {
         Ok(m) => m,
@@ -212,7 +270,7 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
             return Ok(Report {
                 checks: gc::not_booted(&e),
                 accel: Some(choice),
-                phases,
+                phases: ph.list,
                 trial_dir: trial_dir.to_path_buf(),
                 transcript,
                 console_tail: tail,
@@ -230,11 +288,11 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
         module_probe: &params.module_probe,
     };
     let mut failed_run: Option<RunError> = None;
-    let t = Instant::now();
+    let t = ph.begin("setup");
     if let Err(e) = gc::setup(&run, &mut m) {
         failed_run = Some(e);
     }
-    mark("setup", t);
+    ph.mark("setup", t);
     for (name, step) in gc::STEPS {
         if failed_run.is_some() {
             checks.push(Check::fail(
@@ -243,8 +301,7 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
             ));
             continue;
         }
-        progress(name);
-        let t = Instant::now();
+        let t = ph.begin(name);
         let result = step(&run, &mut m).and_then(|c| {
             if name == gc::BTF_MODULES {
                 gc::start_bpftrace(&run, &mut m)?;
@@ -261,7 +318,7 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
                 failed_run = Some(e);
             }
         }
-        mark(name, t);
+        ph.mark(name, t);
     }
     let mut checks: Vec<Check> = checks.into_iter().map(crate::checks::settle).collect();
     // Report in catalogue order, whatever order they ran in.
@@ -280,13 +337,13 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
     } else {
         String::new()
     };
-    let t = Instant::now();
+    let t = ph.begin("shutdown");
     m.shutdown();
-    mark("shutdown", t);
+    ph.mark("shutdown", t);
     Ok(Report {
         checks,
         accel: Some(choice),
-        phases,
+        phases: ph.list,
         trial_dir: trial_dir.to_path_buf(),
         transcript,
         console_tail,

@@ -131,6 +131,7 @@ pub fn prepare(k: &Kernel, recipe: &Recipe, params: &Params) -> Result<Prepared>
     let dir = unpack(k, &order)?;
     let boot = kernel_to_boot(k, &dir, PREPARE)?;
     let mut nodes = recipe.nodes()?;
+    nodes.extend(params.extra.iter().cloned());
     let mut dep = String::new();
     for m in &order {
         let rel_in_tree = modules_rel(&m.path);

@@ -272,6 +272,50 @@ impl Machine {
         Ok((rc, before.replace('\r', "")))
     }
 
+    /// Runs one shell command line in the guest, handing each line of its output to `line` as
+    /// it arrives (not at the end); returns its exit status.
+    pub fn run_streaming(
+        &mut self,
+        phase: &str,
+        cmd: &str,
+        timeout: Duration,
+        line: &mut dyn FnMut(&str),
+    ) -> Result<i32, RunError> {
+        if cmd.contains('\n') {
+            return Err(RunError::Console("guest commands are single lines".into()));
+        }
+        if let Ok(mut log) = self.log.lock() {
+            let _ = writeln!(log, "\n[btfgate host] {phase}: {cmd}");
+        }
+        self.session
+            .send_line(cmd)
+            .map_err(|e| RunError::Console(format!("send to the console: {e}")))?;
+        let deadline = Instant::now() + timeout;
+        // The left-most of a line end and the status marker: lines stream out one by one.
+        let either = format!("{RC}|\n");
+        // The end of the line the previous status marker was on comes first: not output.
+        let mut first = true;
+        loop {
+            let (before, matched) = self.expect(&either, phase, deadline)?;
+            let text = before.replace('\r', "");
+            if matched == "\n" {
+                if !(first && text.is_empty()) {
+                    line(&text);
+                }
+                first = false;
+                continue;
+            }
+            if !text.is_empty() {
+                line(&text);
+            }
+            return Ok(regex(RC)?
+                .captures(&matched)
+                .and_then(|c| c.get(1))
+                .and_then(|g| g.as_str().parse().ok())
+                .unwrap_or(-1));
+        }
+    }
+
     /// Ends the guest and waits for QEMU to exit (killing it if it does not). `reboot -f`
     /// works without ACPI (tiny kernels): with `-no-reboot` QEMU exits at the reset.
     pub fn shutdown(mut self) {

@@ -1,0 +1,204 @@
+//! Running a user's command in the package's guest (`cargo xtask run`): the same guest the
+//! checks use (the package's kernel, its modules loaded, the recipe's BPF tools), the user's
+//! files under `/work`, the command's output streamed line by line as it comes, and the
+//! kernel's messages kept apart from it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{start, Params, Phases, Started};
+use crate::image::initramfs::{Node, Source};
+use crate::image::Recipe;
+use crate::kernel::Kernel;
+use crate::qemu::accel::Choice;
+use crate::qemu::machine::RunError;
+use crate::{Error, Result};
+
+/// The phase of copying the user's files into the image.
+const COPY: &str = "copy files into the guest";
+/// The phase the user's command runs in (named by a timeout).
+pub const RUN: &str = "run";
+
+/// How a command run in the guest went.
+#[derive(Debug)]
+pub struct Ran {
+    /// The command's exit status, or how the guest failed (boot, panic, timeout).
+    pub status: std::result::Result<i32, RunError>,
+    /// Kernel messages printed while the command ran (the console is quiet meanwhile).
+    pub kernel_messages: Vec<String>,
+    /// Modules that could not be loaded, with modprobe's words.
+    pub module_errors: Vec<String>,
+    pub accel: Choice,
+    pub phases: Vec<(String, f64)>,
+    pub transcript: PathBuf,
+}
+
+/// `s` as one shell word.
+fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The image nodes for `paths`, each under `work/<its name>` (directories walked; links are
+/// refused: the guest gets files, not references into the host).
+pub fn copy_nodes(paths: &[PathBuf]) -> Result<Vec<Node>> {
+    fn walk(host: &Path, guest: &str, out: &mut Vec<Node>) -> Result<()> {
+        let meta = std::fs::symlink_metadata(host).map_err(|e| Error::io(host, COPY, e))?;
+        if meta.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(host)
+                .map_err(|e| Error::io(host, COPY, e))?
+                .filter_map(|e| e.ok())
+                .collect();
+            entries.sort_by_key(|e| e.file_name());
+            for e in entries {
+                let name = e.file_name().to_string_lossy().into_owned();
+                walk(&e.path(), &format!("{guest}/{name}"), out)?;
+            }
+            Ok(())
+        } else if meta.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o7777;
+            out.push(Node::file(guest, mode, Source::Host(host.to_path_buf())));
+            Ok(())
+        } else {
+            Err(Error::bad(
+                host,
+                COPY,
+                "not a regular file or directory (links and devices are not copied)",
+            ))
+        }
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        let name = p
+            .file_name()
+            .ok_or_else(|| Error::bad(p, COPY, "expected a file or directory with a name"))?
+            .to_string_lossy()
+            .into_owned();
+        walk(p, &format!("work/{name}"), &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Boots `k` as [`super::verify`] does, loads `params.modules` (default: the recipe's), runs
+/// `argv` in `/work` with the image's tools on `PATH`, handing each output line to `line` as
+/// it comes, within `timeout`, and shuts the guest down. Kernel messages printed meanwhile are
+/// returned apart.
+pub fn run_command(
+    k: &Kernel,
+    recipe: &Recipe,
+    params: &Params,
+    argv: &[String],
+    timeout: Duration,
+    trial_dir: &Path,
+    line: &mut dyn FnMut(&str),
+) -> Result<Ran> {
+    if argv.is_empty() {
+        return Err(Error::failed(RUN, "no command to run"));
+    }
+    if let Some(a) = argv.iter().find(|a| a.contains(['\n', '\r'])) {
+        return Err(Error::failed(
+            RUN,
+            format!("{a:?}: arguments are single lines (put a script in a file and --copy it)"),
+        ));
+    }
+    let mut ph = Phases::new(params.progress);
+    let Started {
+        prep,
+        choice,
+        machine,
+        ..
+    } = start(k, recipe, params, trial_dir, &mut ph)?;
+    let transcript = trial_dir.join("console.log");
+    let done = |status, kernel_messages, module_errors, ph: Phases| Ran {
+        status,
+        kernel_messages,
+        module_errors,
+        accel: choice.clone(),
+        phases: ph.list,
+        transcript: transcript.clone(),
+    };
+    let mut m = match machine {
+        Ok(m) => m,
+        Err(e) => return Ok(done(Err(e), Vec::new(), Vec::new(), ph)),
+    };
+    let short = params.deadlines.command;
+    // Modules first, quietly; then the console is made quiet (kernel messages are read from
+    // the log afterwards) and the log's length noted.
+    let t = ph.begin("load modules");
+    let order = prep.load_order.join(" ");
+    let setup = format!(
+        "mkdir -p /work; for m in {order}; do modprobe $m >/tmp/mp.err 2>&1 || echo \"MODERR $m $(head -c 200 /tmp/mp.err)\"; done; dmesg -n 1 2>/dev/null; dmesg | wc -l > /tmp/dmesg.n"
+    );
+    let module_errors = match m.run("load modules", &setup, short) {
+        Ok((_, out)) => out
+            .lines()
+            .filter_map(|l| l.strip_prefix("MODERR "))
+            .map(str::to_string)
+            .collect(),
+        Err(e) => return Ok(done(Err(e), Vec::new(), Vec::new(), ph)),
+    };
+    ph.mark("load modules", t);
+    let t = ph.begin(RUN);
+    let words: Vec<String> = argv.iter().map(|a| quote(a)).collect();
+    let cmd = format!("cd /work && {} </dev/null 2>&1", words.join(" "));
+    let status = m.run_streaming(RUN, &cmd, timeout, line);
+    ph.mark(RUN, t);
+    let kernel_messages = if status.is_ok() {
+        m.run(
+            "kernel messages",
+            "dmesg | tail -n +$(( $(cat /tmp/dmesg.n) + 1 ))",
+            short,
+        )
+        .map(|(_, out)| {
+            (out.trim_start_matches('\n').lines())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let t = ph.begin("shutdown");
+    m.shutdown();
+    ph.mark("shutdown", t);
+    Ok(done(status, kernel_messages, module_errors, ph))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_quoted_for_the_guest_shell() {
+        assert_eq!(quote("bpftrace"), "bpftrace");
+        assert_eq!(quote("-e"), "-e");
+        assert_eq!(
+            quote("kfunc:vmlinux:vfs_read { @[comm] = count(); exit(); }"),
+            "'kfunc:vmlinux:vfs_read { @[comm] = count(); exit(); }'"
+        );
+        assert_eq!(quote("it's"), "'it'\\''s'");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("$(reboot)"), "'$(reboot)'");
+    }
+
+    #[test]
+    fn copies_go_under_work_and_links_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("repro");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a.bt"), b"x").unwrap();
+        std::fs::write(dir.join("sub/b.sh"), b"y").unwrap();
+        let nodes = copy_nodes(&[dir.clone()]).unwrap();
+        let paths: Vec<&str> = nodes.iter().map(|n| n.path()).collect();
+        assert_eq!(paths, ["work/repro/a.bt", "work/repro/sub/b.sh"]);
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("evil")).unwrap();
+        let e = copy_nodes(&[dir]).unwrap_err().to_string();
+        assert!(e.contains("evil") && e.contains("not a regular file"), "{e}");
+    }
+}

@@ -1,0 +1,136 @@
+//! `run`: a user's command in the guest of a package's kernel (its modules loaded, the image's
+//! BPF tools on `PATH`, the user's files in `/work`), its output streamed as it comes, its exit
+//! status ours.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use harness::guest::{self, Ran};
+use harness::image::Recipe;
+use harness::kernel::Kernel;
+use harness::qemu::args::Accel;
+use harness::qemu::machine::RunError;
+
+use crate::fetch::MirrorArgs;
+use crate::spec;
+use crate::verify::AccelArg;
+
+/// The exit status when the command ran out of time (as `timeout(1)`).
+pub const EXIT_TIMEOUT: u8 = 124;
+/// The exit status when the guest failed before the command could finish (it did not boot,
+/// the kernel panicked, QEMU exited): as `timeout(1)` says its own failure.
+pub const EXIT_GUEST: u8 = 125;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The kernel's package: a file (.apk, .deb) or directory, apt:NAME[@SUITE|@previous],
+    /// alpine:NAME[=VERSION], target:NAME; several joined by commas for a split kernel
+    #[arg(long = "package")]
+    package: String,
+    /// A file or directory copied into the guest's /work, the command's directory (repeatable)
+    #[arg(long = "copy")]
+    copy: Vec<PathBuf>,
+    /// Modules to load before the command (default: the image recipe's list)
+    #[arg(long, value_delimiter = ',')]
+    modules: Option<Vec<String>>,
+    /// Seconds the command may run; past them QEMU is stopped and the exit status is 124
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Force an accelerator instead of probing KVM and falling back to TCG
+    #[arg(long, value_enum)]
+    accel: Option<AccelArg>,
+    /// Image recipe in images/ (without .yaml)
+    #[arg(long, default_value = "btf")]
+    image: String,
+    /// Directory of trusted APK signing keys
+    #[arg(long, default_value = "/etc/apk/keys")]
+    keys_dir: PathBuf,
+    /// Accept unsigned APKs or ones signed by a key not in --keys-dir
+    #[arg(long)]
+    allow_untrusted: bool,
+    #[command(flatten)]
+    mirror: MirrorArgs,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn run(a: &RunArgs) -> Result<u8> {
+    crate::host::ensure(&crate::host::RUNTIME_PACKAGES)?;
+    let read = harness::package::ReadOptions {
+        keys_dir: a.keys_dir.clone(),
+        allow_untrusted: a.allow_untrusted,
+    };
+    let r = spec::resolve(&a.package, &a.mirror, &read)?;
+    let kernel = Kernel::load_set(&r.parts)?;
+    let recipe = Recipe::builtin(&a.image).map_err(anyhow::Error::msg)?;
+    let params = guest::Params {
+        modules: a.modules.clone(),
+        accel: a.accel.map(|x| match x {
+            AccelArg::Kvm => Accel::Kvm,
+            AccelArg::Tcg => Accel::Tcg,
+        }),
+        extra: guest::copy_nodes(&a.copy)?,
+        ..guest::Params::default()
+    };
+    let dir = crate::verify::run_dir(&kernel)?;
+    eprintln!(
+        "run: booting {} ({}); transcript in {}",
+        kernel.release.as_deref().unwrap_or("?"),
+        kernel.label(),
+        dir.display()
+    );
+    let mut stdout = std::io::stdout();
+    let mut line = |l: &str| {
+        let _ = writeln!(stdout, "{l}");
+        let _ = stdout.flush();
+    };
+    let timeout = Duration::from_secs(a.timeout);
+    let ran = guest::run_command(
+        &kernel,
+        &recipe,
+        &params,
+        &a.command,
+        timeout,
+        &dir,
+        &mut line,
+    )
+    .with_context(|| format!("run in the guest of {}", r.describe()))?;
+    Ok(outcome(&ran, a.timeout))
+}
+
+/// Says how the run went (on stderr, apart from the command's output) and gives the exit status.
+fn outcome(ran: &Ran, timeout: u64) -> u8 {
+    eprintln!("run: accelerator {} ({})", ran.accel.accel.name(), ran.accel.reason);
+    for e in &ran.module_errors {
+        eprintln!("run: module not loaded: {e}");
+    }
+    if !ran.kernel_messages.is_empty() {
+        eprintln!("run: kernel messages while the command ran:");
+        for l in &ran.kernel_messages {
+            eprintln!("  {l}");
+        }
+    }
+    let code = match &ran.status {
+        Ok(rc) => {
+            eprintln!("run: the command exited {rc}");
+            u8::try_from(*rc).unwrap_or(EXIT_GUEST)
+        }
+        Err(e @ RunError::Timeout { .. }) => {
+            eprintln!("run: {e} (--timeout {timeout}); QEMU stopped");
+            EXIT_TIMEOUT
+        }
+        Err(e) => {
+            eprintln!("run: the guest failed: {e}");
+            for l in e.tail().lines() {
+                eprintln!("  | {l}");
+            }
+            EXIT_GUEST
+        }
+    };
+    eprintln!("run: transcript {}", ran.transcript.display());
+    code
+}
