@@ -90,13 +90,7 @@ pub fn run(a: &RunArgs) -> Result<u8> {
     };
     let timeout = Duration::from_secs(a.timeout);
     let ran = guest::run_command(
-        &kernel,
-        &recipe,
-        &params,
-        &a.command,
-        timeout,
-        &dir,
-        &mut line,
+        &kernel, &recipe, &params, &a.command, timeout, &dir, &mut line,
     )
     .with_context(|| format!("run in the guest of {}", r.describe()))?;
     Ok(outcome(&ran, a.timeout))
@@ -104,7 +98,11 @@ pub fn run(a: &RunArgs) -> Result<u8> {
 
 /// Says how the run went (on stderr, apart from the command's output) and gives the exit status.
 fn outcome(ran: &Ran, timeout: u64) -> u8 {
-    eprintln!("run: accelerator {} ({})", ran.accel.accel.name(), ran.accel.reason);
+    eprintln!(
+        "run: accelerator {} ({})",
+        ran.accel.accel.name(),
+        ran.accel.reason
+    );
     for e in &ran.module_errors {
         eprintln!("run: module not loaded: {e}");
     }

@@ -732,7 +732,10 @@ fn interrupt(sig: nix::sys::signal::Signal, during_checks: bool) -> R {
 fn run_qemu_name(err: &str) -> Result<String, Failed> {
     let dir = err
         .lines()
-        .find_map(|l| l.split_once("; transcript in ").map(|(_, d)| d.trim().to_string()))
+        .find_map(|l| {
+            l.split_once("; transcript in ")
+                .map(|(_, d)| d.trim().to_string())
+        })
         .ok_or("run did not name its transcript directory")?;
     let name = Path::new(&dir)
         .file_name()
@@ -754,7 +757,15 @@ fn run_status_and_timeout() -> R {
     )?;
     let script = script.to_string_lossy().into_owned();
     let o = xtask(&[
-        "run", "--package", "target:tiny-btf", "--accel", "tcg", "--copy", &script, "--", "sh",
+        "run",
+        "--package",
+        "target:tiny-btf",
+        "--accel",
+        "tcg",
+        "--copy",
+        &script,
+        "--",
+        "sh",
         "repro.sh",
     ]);
     expect(&o, 3, "run of a script exiting 3")?;
@@ -764,17 +775,33 @@ fn run_status_and_timeout() -> R {
         "run's stdout",
     )?;
     let err = text(&o.stderr);
-    contains(&err, &["the command exited 3", "run: accelerator tcg"], "run's stderr")?;
+    contains(
+        &err,
+        &["the command exited 3", "run: accelerator tcg"],
+        "run's stderr",
+    )?;
     if text(&o.stdout).contains("@@BTFGATE") {
         return Err("the console's markers leaked into the output".into());
     }
     let o = xtask(&[
-        "run", "--package", "target:tiny-btf", "--accel", "tcg", "--timeout", "3", "--", "sleep",
+        "run",
+        "--package",
+        "target:tiny-btf",
+        "--accel",
+        "tcg",
+        "--timeout",
+        "3",
+        "--",
+        "sleep",
         "60",
     ]);
     expect(&o, 124, "run past its timeout")?;
     let err = text(&o.stderr);
-    contains(&err, &["TIMEOUT in phase run", "--timeout 3"], "run's stderr")?;
+    contains(
+        &err,
+        &["TIMEOUT in phase run", "--timeout 3"],
+        "run's stderr",
+    )?;
     let name = run_qemu_name(&err)?;
     let left = harness::guest::processes_matching(&name);
     if !left.is_empty() {
@@ -799,7 +826,11 @@ fn run_bpftrace_on_cloud() -> R {
         "kfunc:vmlinux:vfs_read { @[comm] = count(); exit(); }",
     ]);
     expect(&o, 0, "run bpftrace")?;
-    contains(&text(&o.stdout), &["Attaching 1 probe", "@["], "bpftrace's output")?;
+    contains(
+        &text(&o.stdout),
+        &["Attaching 1 probe", "@["],
+        "bpftrace's output",
+    )?;
     Ok(())
 }
 
@@ -809,7 +840,16 @@ fn run_interrupted() -> R {
     use std::time::Instant;
     let err = tempfile::NamedTempFile::new()?;
     let mut p = Cmd::new(env!("CARGO_BIN_EXE_xtask"), Duration::from_secs(600))
-        .args(["run", "--package", "target:tiny-btf", "--accel", "tcg", "--", "sleep", "120"])
+        .args([
+            "run",
+            "--package",
+            "target:tiny-btf",
+            "--accel",
+            "tcg",
+            "--",
+            "sleep",
+            "120",
+        ])
         .spawn(Out::Null, Out::File(err.path()))?;
     let t0 = Instant::now();
     let qemu = loop {

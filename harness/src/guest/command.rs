@@ -199,6 +199,9 @@ mod tests {
         assert_eq!(paths, ["work/repro/a.bt", "work/repro/sub/b.sh"]);
         std::os::unix::fs::symlink("/etc/passwd", dir.join("evil")).unwrap();
         let e = copy_nodes(&[dir]).unwrap_err().to_string();
-        assert!(e.contains("evil") && e.contains("not a regular file"), "{e}");
+        assert!(
+            e.contains("evil") && e.contains("not a regular file"),
+            "{e}"
+        );
     }
 }
