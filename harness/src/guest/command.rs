@@ -194,7 +194,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("a.bt"), b"x").unwrap();
         std::fs::write(dir.join("sub/b.sh"), b"y").unwrap();
-        let nodes = copy_nodes(&[dir.clone()]).unwrap();
+        let nodes = copy_nodes(std::slice::from_ref(&dir)).unwrap();
         let paths: Vec<&str> = nodes.iter().map(|n| n.path()).collect();
         assert_eq!(paths, ["work/repro/a.bt", "work/repro/sub/b.sh"]);
         std::os::unix::fs::symlink("/etc/passwd", dir.join("evil")).unwrap();
