@@ -1737,6 +1737,7 @@ fn gen_module_chain(_: &Path) -> Vec<u8> {
         module("a", "depends=b\0"),
         module("b", "depends=a\0"),
         module("lonely", "depends=ghost\0"),
+        not_an_image(),
     ]);
     apk_of(&tar_of(&tree, true))
 }
@@ -1815,12 +1816,21 @@ fn modinfo_wraps() -> Vec<u8> {
     )
 }
 
+/// A kernel image entry that is not a bzImage: modules alone are not a kernel (a set without
+/// its image is refused before any module is judged), so the module cases carry one.
+fn not_an_image() -> TreeEntry {
+    (b"boot/vmlinuz-1.0".to_vec(), Node::File(vec![0u8; 64 << 10]))
+}
+
 fn gen_modinfo_package(_: &Path) -> Vec<u8> {
     apk_of(&tar_of(
-        &[(
-            b"lib/modules/1.0/kernel/wraps.ko".to_vec(),
-            Node::File(modinfo_wraps()),
-        )],
+        &[
+            not_an_image(),
+            (
+                b"lib/modules/1.0/kernel/wraps.ko".to_vec(),
+                Node::File(modinfo_wraps()),
+            ),
+        ],
         true,
     ))
 }
@@ -1894,7 +1904,7 @@ fn gen_zstd_modules(_: &Path) -> Vec<u8> {
     let m = Codec::Zstd
         .compress(&small_module(b"license=GPL\0", None), true)
         .unwrap();
-    let tree: Vec<TreeEntry> = (0..80)
+    let mut tree: Vec<TreeEntry> = (0..80)
         .map(|i| {
             (
                 format!("lib/modules/1.0/kernel/m{i}.ko.zst").into_bytes(),
@@ -1902,6 +1912,7 @@ fn gen_zstd_modules(_: &Path) -> Vec<u8> {
             )
         })
         .collect();
+    tree.push(not_an_image());
     apk_of(&tar_of(&tree, true))
 }
 
