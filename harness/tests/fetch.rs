@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use harness::fetch::alpine::{Fetcher, Repo};
 use harness::fetch::{FetchError, Store};
 use harness::fixtures::{alpine_dir, needs};
-use harness::package::apk::{self, SigningKey};
+use harness::package::apk::{self, trust, SigningKey};
 use harness::package::apkindex::{self, IndexEntry};
 use harness::package::ReadOptions;
 use libtest_mimic::{Arguments, Trial};
@@ -663,6 +663,85 @@ fn real_index_refusals() -> R {
     Ok(())
 }
 
+/// Why the default trust is not btfgate's bundled keys on this host (its `/etc/apk/keys` exists).
+fn bundled_is_the_default() -> Result<(), String> {
+    match Path::new(trust::HOST_KEYS).is_dir() {
+        false => Ok(()),
+        true => Err(format!(
+            "{} exists: the default trust is the host's, not btfgate's bundled keys",
+            trust::HOST_KEYS
+        )),
+    }
+}
+
+/// With no `/etc/apk/keys`, the default trust is btfgate's bundled keys (in this binary's
+/// temporary cache): the real signed x86_64 and aarch64 indexes verify with them, naming the
+/// key, through the fetcher and through `ReadOptions::default()`.
+fn real_indexes_default_trust() -> R {
+    let t = trust::resolve(None)?;
+    ensure!(
+        t == trust::Trust::Bundled(trust::bundled_dir()),
+        "default trust {t:?}"
+    );
+    ensure!(
+        ReadOptions::default().keys_dir == t.dir(),
+        "ReadOptions::default() trusts {}",
+        ReadOptions::default().keys_dir.display()
+    );
+    let alpine = alpine_dir()?;
+    for (branch, arch, index, signer) in [
+        (
+            "v3.16",
+            "x86_64",
+            "APKINDEX-v3.16-main-x86_64.tar.gz",
+            "alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub",
+        ),
+        (
+            "v3.17",
+            "aarch64",
+            "APKINDEX-v3.17-main-aarch64.tar.gz",
+            "alpine-devel@lists.alpinelinux.org-616ae350.rsa.pub",
+        ),
+    ] {
+        let tmp = tempfile::tempdir()?;
+        let f = fixture_fetcher(tmp.path(), branch, arch, index, t.dir().to_path_buf());
+        let idx = f.index()?;
+        ensure!(idx.signer.as_deref() == Some(signer), "{index}: {idx:?}");
+        let direct = apkindex::read_index(
+            &alpine.join("fixtures").join(index),
+            &ReadOptions::default(),
+        )?;
+        ensure!(
+            direct.signer.as_deref() == Some(signer),
+            "{index}: {:?}",
+            direct.signer
+        );
+    }
+    Ok(())
+}
+
+/// The control of the default trust: an index signed by a key btfgate does not carry (one the
+/// test makes) is refused as untrusted, though it verifies once that key is trusted.
+fn default_trust_refuses_other_keys() -> R {
+    let w = World::new();
+    let mut f = w.fetcher();
+    ensure!(
+        f.index().is_ok(),
+        "the control: trusted, the index verifies"
+    );
+    f.read = ReadOptions::default();
+    let e = f.index().unwrap_err();
+    ensure!(
+        matches!(e, FetchError::Refused { .. })
+            && e.to_string().contains("untrusted")
+            && e.to_string()
+                .contains(&format!("key id {TEST_KEY} but no such key in keys dir")),
+        "{e}"
+    );
+    ensure!(w.cached_files().is_empty(), "{:?}", w.cached_files());
+    Ok(())
+}
+
 /// The real signed baselayout package, listed in a test-signed index, fetched and verified
 /// against its real Alpine signature.
 fn real_package_through_mirror() -> R {
@@ -749,6 +828,10 @@ fn main() {
             missing_package_and_dead_mirror,
         ),
         ("fetch::mirror::concurrent_fetches", concurrent_fetches),
+        (
+            "fetch::mirror::default_trust_refuses_other_keys",
+            default_trust_refuses_other_keys,
+        ),
     ];
     let real: Vec<Case> = vec![
         ("fetch::alpine_fixtures::index_x86_64", real_index_x86_64),
@@ -763,5 +846,15 @@ fn main() {
     for (n, f) in real {
         trials.push(needs(Trial::test(n, f), &alpine));
     }
-    libtest_mimic::run(&args, trials).exit();
+    let default = Trial::test(
+        "fetch::alpine_fixtures::index_default_trust",
+        real_indexes_default_trust,
+    );
+    trials.push(needs(needs(default, &alpine), &bundled_is_the_default()));
+    // The default trust writes btfgate's bundled keys into the cache: this binary's own.
+    let cache = tempfile::tempdir().unwrap();
+    std::env::set_var("BTFGATE_CACHE", cache.path());
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(cache);
+    conclusion.exit();
 }

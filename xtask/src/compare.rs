@@ -33,7 +33,7 @@ pub struct CompareArgs {
 pub fn run(a: &CompareArgs) -> Result<u8> {
     let mut reports = Vec::new();
     for s in &a.packages {
-        let r = spec::resolve(s, &a.mirror, &a.opts.read_options())?;
+        let r = spec::resolve(s, &a.mirror, &a.opts.read_options()?)?;
         let kernel = Kernel::load_set(&r.parts)?;
         let checks = static_::run_all(
             &kernel,

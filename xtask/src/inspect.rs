@@ -18,7 +18,7 @@ pub fn run(specs: &[String], opts: &CheckOpts, mirror: &MirrorArgs) -> Result<u8
     };
     let mut code = 0;
     for spec in specs {
-        let r = spec::resolve(spec, mirror, &opts.read_options())?;
+        let r = spec::resolve(spec, mirror, &opts.read_options()?)?;
         let kernel = Kernel::load_set(&r.parts)?;
         let checks = static_::run_all(&kernel, &params);
         if checks.iter().any(|c| c.status == Status::Fail) {

@@ -97,9 +97,10 @@ pub struct CheckOpts {
     /// Budget for the bytes BTF costs the package (e.g. 2MiB, 500k)
     #[arg(long, default_value = "2MiB", value_parser = parse_budget)]
     budget: u64,
-    /// Directory of trusted APK signing keys
-    #[arg(long, default_value = "/etc/apk/keys")]
-    keys_dir: PathBuf,
+    /// Directory of trusted APK signing keys (default: /etc/apk/keys if it exists, else
+    /// btfgate's bundled Alpine keys)
+    #[arg(long, value_name = "DIR")]
+    keys_dir: Option<PathBuf>,
     /// Accept unsigned APKs or ones signed by a key not in --keys-dir
     #[arg(long)]
     allow_untrusted: bool,
@@ -110,11 +111,15 @@ pub fn parse_budget(s: &str) -> harness::Result<u64> {
 }
 
 impl CheckOpts {
-    fn read_options(&self) -> harness::package::ReadOptions {
-        harness::package::ReadOptions {
-            keys_dir: self.keys_dir.clone(),
+    /// The trust these options ask for: `--keys-dir`, else the default trust
+    /// ([`harness::package::apk::trust::resolve`]).
+    fn read_options(&self) -> anyhow::Result<harness::package::ReadOptions> {
+        Ok(harness::package::ReadOptions {
+            keys_dir: fetch::keys_dir(self.keys_dir.as_deref())?
+                .dir()
+                .to_path_buf(),
             allow_untrusted: self.allow_untrusted,
-        }
+        })
     }
 }
 

@@ -51,6 +51,13 @@ fn resolve_one(spec: &str, mirror: &MirrorArgs, read: &ReadOptions) -> Result<Ve
     if let Some(name) = spec.strip_prefix("alpine:") {
         let f = mirror.fetcher(&read.keys_dir)?;
         let index = f.index().map_err(fetch::fetch_error)?;
+        eprintln!(
+            "{}",
+            fetch::signed_by(
+                &index,
+                &harness::package::apk::trust::describe(&read.keys_dir)
+            )
+        );
         let entry = f.pick(&index, name).map_err(fetch::fetch_error)?.clone();
         return Ok(vec![plain(f.fetch(&entry).map_err(fetch::fetch_error)?)]);
     }

@@ -60,6 +60,7 @@ pub fn run(
     } else {
         crate::host::ensure(&crate::host::RUNTIME_PACKAGES).map_err(|e| format!("{e:#}"))
     };
+    let read = opts.read_options()?;
     let packages: Vec<spec::Resolved> = if specs.is_empty() {
         fetch::host_default_sets()?
             .into_iter()
@@ -67,7 +68,7 @@ pub fn run(
                 parts: (set.into_iter())
                     .map(|path| harness::package::Part {
                         path,
-                        read: opts.read_options(),
+                        read: read.clone(),
                     })
                     .collect(),
             })
@@ -75,7 +76,7 @@ pub fn run(
     } else {
         specs
             .iter()
-            .map(|s| spec::resolve(s, mirror, &opts.read_options()))
+            .map(|s| spec::resolve(s, mirror, &read))
             .collect::<Result<_>>()?
     };
     let recipe = Recipe::builtin(&rt.image).map_err(anyhow::Error::msg)?;

@@ -25,11 +25,17 @@ struct Output {
 
 /// Runs the xtask binary through harness::process (deadline, process group).
 fn xtask(args: &[&str]) -> Output {
-    let (status, stdout, stderr) =
-        harness::process::Cmd::new(env!("CARGO_BIN_EXE_xtask"), Duration::from_secs(300))
-            .args(args)
-            .output()
-            .expect("run the xtask binary");
+    xtask_env(args, &[])
+}
+
+/// Runs the xtask binary with `args` and the environment variables `env` set.
+fn xtask_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = harness::process::Cmd::new(env!("CARGO_BIN_EXE_xtask"), Duration::from_secs(300))
+        .args(args);
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    let (status, stdout, stderr) = cmd.output().expect("run the xtask binary");
     Output {
         status,
         stdout,
@@ -542,6 +548,42 @@ fn fetch_alpine_cli() -> R {
     let o = run(&["--keys-dir", &empty, "--list"]);
     expect(&o, 2, "an index signed by an untrusted key")?;
     contains(&text(&o.stderr), &["no such key in keys dir"], "stderr")?;
+    // An explicit --keys-dir that does not exist is an error naming it, never the default.
+    let gone = tmp.path().join("no-such-keys");
+    let o = run(&["--keys-dir", &gone.to_string_lossy(), "--list"]);
+    expect(&o, 2, "a missing --keys-dir")?;
+    contains(
+        &text(&o.stderr),
+        &[&format!("--keys-dir {}", gone.display()), "does not exist"],
+        "stderr",
+    )?;
+    // Without --keys-dir: the host's /etc/apk/keys, else btfgate's bundled keys, written into
+    // the cache; either way the listing says which key verified the index, and from where.
+    let cache = tmp.path().join("cache");
+    let mut a: Vec<&str> = base.to_vec();
+    a.extend_from_slice(&["--list", "linux-lts"]);
+    let o = xtask_env(&a, &[("BTFGATE_CACHE", &cache)]);
+    expect(&o, 0, "fetch alpine --list with the default trust")?;
+    let from = if Path::new("/etc/apk/keys").is_dir() {
+        "(/etc/apk/keys)"
+    } else {
+        "(btfgate's bundled Alpine keys)"
+    };
+    contains(
+        &text(&o.stdout),
+        &[
+            "index signed by alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub",
+            from,
+            "linux-lts                5.15.78-r0",
+        ],
+        "the listing",
+    )?;
+    let o = run(&["--keys-dir", &keys, "--list", "linux-lts"]);
+    contains(
+        &text(&o.stdout),
+        &[&format!("6165ee59.rsa.pub ({keys})")],
+        "the listing with --keys-dir",
+    )?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();

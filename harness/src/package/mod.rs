@@ -90,9 +90,11 @@ pub struct ReadOptions {
 }
 
 impl Default for ReadOptions {
+    /// The default trust ([`apk::trust::resolve`]): the host's `/etc/apk/keys` when it exists,
+    /// else btfgate's bundled Alpine keys (written into the cache once, checked every time).
     fn default() -> Self {
         ReadOptions {
-            keys_dir: PathBuf::from("/etc/apk/keys"),
+            keys_dir: apk::trust::default_keys_dir(),
             allow_untrusted: false,
         }
     }

@@ -22,10 +22,12 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use harness::fetch::alpine::{Fetcher, Repo, DEFAULT_MIRROR};
 use harness::fetch::{FetchError, Store};
+use harness::package::apk::trust::{self, Trust};
+use harness::package::apkindex::Index;
 use harness::paths::Flavor;
 
 use crate::host::{host, Host};
@@ -55,9 +57,10 @@ pub enum Source {
 pub struct AlpineArgs {
     #[command(flatten)]
     pub mirror: MirrorArgs,
-    /// Directory of trusted signing keys (the index must be signed by one of them)
-    #[arg(long, default_value = "/etc/apk/keys")]
-    pub keys_dir: PathBuf,
+    /// Directory of trusted signing keys, the index must be signed by one of them (default:
+    /// /etc/apk/keys if it exists, else btfgate's bundled Alpine keys)
+    #[arg(long, value_name = "DIR")]
+    pub keys_dir: Option<PathBuf>,
     /// Print the matching index entries and download nothing
     #[arg(long)]
     pub list: bool,
@@ -82,10 +85,30 @@ pub struct MirrorArgs {
 }
 
 impl AlpineArgs {
-    /// The fetcher these arguments describe, after checking them.
-    pub fn fetcher(&self) -> Result<Fetcher> {
-        self.mirror.fetcher(&self.keys_dir)
+    /// The fetcher these arguments describe, after checking them, and the trust it reads with.
+    pub fn fetcher(&self) -> Result<(Fetcher, Trust)> {
+        let trust = keys_dir(self.keys_dir.as_deref())?;
+        Ok((self.mirror.fetcher(trust.dir())?, trust))
     }
+}
+
+/// The keys directory to trust: `--keys-dir` (which must exist), else the default trust, the
+/// host's `/etc/apk/keys` if it exists, else btfgate's bundled Alpine keys (one choice for every
+/// command: [`trust::resolve`]).
+pub fn keys_dir(explicit: Option<&Path>) -> Result<Trust> {
+    let t = trust::resolve(explicit);
+    match explicit {
+        Some(d) => t.with_context(|| format!("--keys-dir {}", d.display())),
+        None => t.context("the default trust (btfgate's bundled Alpine keys)"),
+    }
+}
+
+/// `index signed by KEY (TRUST)`: which trusted key verified an index, and where it was found.
+pub fn signed_by(index: &Index, trust: &dyn std::fmt::Display) -> String {
+    format!(
+        "index signed by {} ({trust})",
+        index.signer.as_deref().unwrap_or("nobody")
+    )
 }
 
 impl MirrorArgs {
@@ -104,8 +127,8 @@ impl MirrorArgs {
             return Err(harness::Error::bad(
                 keys_dir,
                 "fetch alpine",
-                "the keys directory does not exist: pass --keys-dir with Alpine's signing keys \
-                 (package alpine-keys, or https://alpinelinux.org/keys/)",
+                "the keys directory does not exist: pass --keys-dir with a directory of Alpine's \
+                 signing keys, or leave it out to trust /etc/apk/keys or btfgate's bundled keys",
             )
             .into());
         }
@@ -117,7 +140,7 @@ impl MirrorArgs {
 
 /// Runs `fetch alpine`: lists or fetches; returns the stored paths.
 pub fn alpine(a: &AlpineArgs) -> Result<Vec<PathBuf>> {
-    let f = a.fetcher()?;
+    let (f, trust) = a.fetcher()?;
     let packages = if a.packages.is_empty() {
         Flavor::ALL
             .iter()
@@ -127,17 +150,20 @@ pub fn alpine(a: &AlpineArgs) -> Result<Vec<PathBuf>> {
         a.packages.clone()
     };
     let index = f.index().map_err(fetch_error)?;
+    if !a.list {
+        eprintln!("{}", signed_by(&index, &trust));
+    }
     let entries = packages
         .iter()
         .map(|p| f.pick(&index, p).cloned().map_err(fetch_error))
         .collect::<Result<Vec<_>>>()?;
     if a.list {
         println!(
-            "# {} ({}, signed by {})",
+            "# {} ({})",
             f.repo.index_url(),
             index.description.as_deref().unwrap_or("no DESCRIPTION"),
-            index.signer.as_deref().unwrap_or("nobody")
         );
+        println!("# {}", signed_by(&index, &trust));
         println!(
             "{:<24} {:<16} {:<8} {:>14} {:>14}",
             "NAME", "VERSION", "ARCH", "DOWNLOAD", "INSTALLED"

@@ -12,7 +12,9 @@
 //! datahash), and [`read`] checks that the gzip member really ends at EOF.
 //!
 //! [`framing`] splits the gzip members, [`signature`] verifies (and [`SigningKey`] makes)
-//! signatures, and [`write_apk`] writes packages; the first two also read APKINDEX files.
+//! signatures, [`trust`] chooses the keys they are verified with by default (the host's or
+//! btfgate's bundled Alpine keys), and [`write_apk`] writes packages; `framing` and `signature`
+//! also read APKINDEX files.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
@@ -31,6 +33,7 @@ use signature::{parse_sign_entries, verify_signature};
 
 pub(super) mod framing;
 pub(super) mod signature;
+pub mod trust;
 pub(super) mod writer;
 
 pub use signature::SigningKey;

@@ -142,11 +142,16 @@ pub(in crate::package) fn verify_signature(
             None => format!("{} (unsupported algorithm)", s.name),
         })
         .collect();
+    let absent = if opts.keys_dir.is_dir() {
+        ""
+    } else {
+        " (the directory does not exist)"
+    };
     Err(Error::untrusted(
         path,
         PHASE,
         format!(
-            "signed by {} but no such key in keys dir {}",
+            "signed by {} but no such key in keys dir {}{absent}",
             described.join(", "),
             opts.keys_dir.display()
         ),
