@@ -45,9 +45,10 @@ pub struct RunArgs {
     /// Image recipe in images/ (without .yaml)
     #[arg(long, default_value = "btf")]
     image: String,
-    /// Directory of trusted APK signing keys
-    #[arg(long, default_value = "/etc/apk/keys")]
-    keys_dir: PathBuf,
+    /// Directory of trusted APK signing keys (default: /etc/apk/keys if it exists, else
+    /// btfgate's bundled Alpine keys)
+    #[arg(long, value_name = "DIR")]
+    keys_dir: Option<PathBuf>,
     /// Accept unsigned APKs or ones signed by a key not in --keys-dir
     #[arg(long)]
     allow_untrusted: bool,
@@ -61,7 +62,9 @@ pub struct RunArgs {
 pub fn run(a: &RunArgs) -> Result<u8> {
     crate::host::ensure(&crate::host::RUNTIME_PACKAGES)?;
     let read = harness::package::ReadOptions {
-        keys_dir: a.keys_dir.clone(),
+        keys_dir: crate::fetch::keys_dir(a.keys_dir.as_deref())?
+            .dir()
+            .to_path_buf(),
         allow_untrusted: a.allow_untrusted,
     };
     let r = spec::resolve(&a.package, &a.mirror, &read)?;
