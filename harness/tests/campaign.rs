@@ -1819,7 +1819,10 @@ fn modinfo_wraps() -> Vec<u8> {
 /// A kernel image entry that is not a bzImage: modules alone are not a kernel (a set without
 /// its image is refused before any module is judged), so the module cases carry one.
 fn not_an_image() -> TreeEntry {
-    (b"boot/vmlinuz-1.0".to_vec(), Node::File(vec![0u8; 64 << 10]))
+    (
+        b"boot/vmlinuz-1.0".to_vec(),
+        Node::File(vec![0u8; 64 << 10]),
+    )
 }
 
 fn gen_modinfo_package(_: &Path) -> Vec<u8> {
