@@ -146,7 +146,13 @@ pub fn run_command(
     ph.mark("load modules", t);
     let t = ph.begin(RUN);
     let words: Vec<String> = argv.iter().map(|a| quote(a)).collect();
-    let cmd = format!("cd /work && {} </dev/null 2>&1", words.join(" "));
+    // A quiet guest runs nothing but the command: a background reader stands in for a real
+    // system's daemons (a read of /proc twice a second), so that a probe on a common kernel
+    // function (vfs_read) fires as it would on the reporter's machine.
+    let cmd = format!(
+        "cd /work && {{ (while :; do head -c 1 /proc/self/stat >/dev/null 2>&1; sleep 0.5; done) & }}; T=$!; {} </dev/null 2>&1; R=$?; kill $T 2>/dev/null; wait $T 2>/dev/null; (exit $R)",
+        words.join(" ")
+    );
     let status = m.run_streaming(RUN, &cmd, timeout, line);
     ph.mark(RUN, t);
     let kernel_messages = if status.is_ok() {
