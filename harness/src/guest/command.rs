@@ -11,7 +11,7 @@ use crate::image::initramfs::{Node, Source};
 use crate::image::Recipe;
 use crate::kernel::Kernel;
 use crate::qemu::accel::Choice;
-use crate::qemu::machine::RunError;
+use crate::qemu::machine::{Machine, RunError};
 use crate::{Error, Result};
 
 /// The phase of copying the user's files into the image.
@@ -85,6 +85,151 @@ pub fn copy_nodes(paths: &[PathBuf]) -> Result<Vec<Node>> {
     Ok(out)
 }
 
+/// A guest booted for a user's commands: the package's kernel, its modules loaded, `/work`
+/// made, the console quiet (kernel messages are read from the log, apart from the output).
+/// Commands run one after another in the same boot; [`Session::close`] shuts it down (Drop
+/// kills QEMU on every other path).
+pub struct Session {
+    m: Machine,
+    ph: Phases,
+    /// The deadline of the session's own short commands (modules, kernel messages).
+    short: Duration,
+    pub accel: Choice,
+    /// Modules that could not be loaded, with modprobe's words.
+    pub module_errors: Vec<String>,
+    pub transcript: PathBuf,
+}
+
+/// A guest that did not reach its command loop (or failed while loading modules).
+pub struct Failed {
+    pub error: RunError,
+    pub accel: Choice,
+    pub phases: Vec<(String, f64)>,
+    pub transcript: PathBuf,
+}
+
+/// Checks that `argv` can be sent to the guest, and gives it as one shell line.
+pub fn command_line(argv: &[String]) -> Result<String> {
+    if argv.is_empty() {
+        return Err(Error::failed(RUN, "no command to run"));
+    }
+    if let Some(a) = argv.iter().find(|a| a.contains(['\n', '\r'])) {
+        return Err(Error::failed(
+            RUN,
+            format!("{a:?}: arguments are single lines (put a script in a file and --copy it)"),
+        ));
+    }
+    Ok(argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" "))
+}
+
+impl Session {
+    /// Boots `k` as [`super::verify`] does and loads `params.modules` (default: the recipe's).
+    /// Infrastructure problems are errors; a guest that fails is `Ok(Err(Failed))`.
+    pub fn open(
+        k: &Kernel,
+        recipe: &Recipe,
+        params: &Params,
+        trial_dir: &Path,
+    ) -> Result<std::result::Result<Session, Failed>> {
+        let mut ph = Phases::new(params.progress);
+        let Started {
+            prep,
+            choice,
+            machine,
+            ..
+        } = start(k, recipe, params, trial_dir, &mut ph)?;
+        let transcript = trial_dir.join("console.log");
+        let failed = |error, ph: Phases| Failed {
+            error,
+            accel: choice.clone(),
+            phases: ph.list,
+            transcript: transcript.clone(),
+        };
+        let mut m = match machine {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(failed(e, ph))),
+        };
+        let short = params.deadlines.command;
+        // Modules first, quietly; then the console is made quiet (kernel messages are read
+        // from the log afterwards) and the log's length noted.
+        let t = ph.begin("load modules");
+        let order = prep.load_order.join(" ");
+        let setup = format!(
+            "mkdir -p /work; for m in {order}; do modprobe $m >/tmp/mp.err 2>&1 || echo \"MODERR $m $(head -c 200 /tmp/mp.err)\"; done; dmesg -n 1 2>/dev/null; dmesg | wc -l > /tmp/dmesg.n"
+        );
+        let module_errors = match m.run("load modules", &setup, short) {
+            Ok((_, out)) => out
+                .lines()
+                .filter_map(|l| l.strip_prefix("MODERR "))
+                .map(str::to_string)
+                .collect(),
+            Err(e) => return Ok(Err(failed(e, ph))),
+        };
+        ph.mark("load modules", t);
+        Ok(Ok(Session {
+            m,
+            ph,
+            short,
+            accel: choice.clone(),
+            module_errors,
+            transcript,
+        }))
+    }
+
+    /// Runs the shell line `cmd` in `/work` (stdin empty, stderr with stdout), handing each
+    /// output line to `line` as it comes, within `timeout`; returns its exit status. A timeout
+    /// stops QEMU: the session is over after it.
+    pub fn run(
+        &mut self,
+        phase: &str,
+        cmd: &str,
+        timeout: Duration,
+        line: &mut dyn FnMut(&str),
+    ) -> std::result::Result<i32, RunError> {
+        let t = self.ph.begin(phase);
+        // A quiet guest runs nothing but the command: a background reader stands in for a
+        // real system's daemons (a read of /proc twice a second), so that a probe on a common
+        // kernel function (vfs_read) fires as it would on the reporter's machine.
+        let cmd = format!(
+            "cd /work && {{ (while :; do head -c 1 /proc/self/stat >/dev/null 2>&1; sleep 0.5; done) & }}; T=$!; eval {} </dev/null 2>&1; R=$?; kill $T 2>/dev/null; wait $T 2>/dev/null; (exit $R)",
+            quote(cmd)
+        );
+        let status = self.m.run_streaming(phase, &cmd, timeout, line);
+        self.ph.mark(phase, t);
+        status
+    }
+
+    /// Kernel messages printed since the modules were loaded (the console is quiet meanwhile).
+    pub fn kernel_messages(&mut self) -> Vec<String> {
+        self.m
+            .run(
+                "kernel messages",
+                "dmesg | tail -n +$(( $(cat /tmp/dmesg.n) + 1 ))",
+                self.short,
+            )
+            .map(|(_, out)| {
+                (out.trim_start_matches('\n').lines())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Shuts the guest down; returns the phase timings.
+    pub fn close(mut self) -> Vec<(String, f64)> {
+        let t = self.ph.begin("shutdown");
+        self.m.shutdown();
+        self.ph.mark("shutdown", t);
+        self.ph.list
+    }
+
+    /// The machine, for an interactive session.
+    #[allow(dead_code)]
+    pub(crate) fn machine(&mut self) -> &mut Machine {
+        &mut self.m
+    }
+}
+
 /// Boots `k` as [`super::verify`] does, loads `params.modules` (default: the recipe's), runs
 /// `argv` in `/work` with the image's tools on `PATH`, handing each output line to `line` as
 /// it comes, within `timeout`, and shuts the guest down. Kernel messages printed meanwhile are
@@ -98,82 +243,40 @@ pub fn run_command(
     trial_dir: &Path,
     line: &mut dyn FnMut(&str),
 ) -> Result<Ran> {
-    if argv.is_empty() {
-        return Err(Error::failed(RUN, "no command to run"));
-    }
-    if let Some(a) = argv.iter().find(|a| a.contains(['\n', '\r'])) {
-        return Err(Error::failed(
-            RUN,
-            format!("{a:?}: arguments are single lines (put a script in a file and --copy it)"),
-        ));
-    }
-    let mut ph = Phases::new(params.progress);
-    let Started {
-        prep,
-        choice,
-        machine,
-        ..
-    } = start(k, recipe, params, trial_dir, &mut ph)?;
-    let transcript = trial_dir.join("console.log");
-    let done = |status, kernel_messages, module_errors, ph: Phases| Ran {
-        status,
-        kernel_messages,
-        module_errors,
-        accel: choice.clone(),
-        phases: ph.list,
-        transcript: transcript.clone(),
+    let cmd = command_line(argv)?;
+    let mut s = match Session::open(k, recipe, params, trial_dir)? {
+        Ok(s) => s,
+        Err(f) => {
+            return Ok(Ran {
+                status: Err(f.error),
+                kernel_messages: Vec::new(),
+                module_errors: Vec::new(),
+                accel: f.accel,
+                phases: f.phases,
+                transcript: f.transcript,
+            })
+        }
     };
-    let mut m = match machine {
-        Ok(m) => m,
-        Err(e) => return Ok(done(Err(e), Vec::new(), Vec::new(), ph)),
-    };
-    let short = params.deadlines.command;
-    // Modules first, quietly; then the console is made quiet (kernel messages are read from
-    // the log afterwards) and the log's length noted.
-    let t = ph.begin("load modules");
-    let order = prep.load_order.join(" ");
-    let setup = format!(
-        "mkdir -p /work; for m in {order}; do modprobe $m >/tmp/mp.err 2>&1 || echo \"MODERR $m $(head -c 200 /tmp/mp.err)\"; done; dmesg -n 1 2>/dev/null; dmesg | wc -l > /tmp/dmesg.n"
-    );
-    let module_errors = match m.run("load modules", &setup, short) {
-        Ok((_, out)) => out
-            .lines()
-            .filter_map(|l| l.strip_prefix("MODERR "))
-            .map(str::to_string)
-            .collect(),
-        Err(e) => return Ok(done(Err(e), Vec::new(), Vec::new(), ph)),
-    };
-    ph.mark("load modules", t);
-    let t = ph.begin(RUN);
-    let words: Vec<String> = argv.iter().map(|a| quote(a)).collect();
-    // A quiet guest runs nothing but the command: a background reader stands in for a real
-    // system's daemons (a read of /proc twice a second), so that a probe on a common kernel
-    // function (vfs_read) fires as it would on the reporter's machine.
-    let cmd = format!(
-        "cd /work && {{ (while :; do head -c 1 /proc/self/stat >/dev/null 2>&1; sleep 0.5; done) & }}; T=$!; {} </dev/null 2>&1; R=$?; kill $T 2>/dev/null; wait $T 2>/dev/null; (exit $R)",
-        words.join(" ")
-    );
-    let status = m.run_streaming(RUN, &cmd, timeout, line);
-    ph.mark(RUN, t);
+    let status = s.run(RUN, &cmd, timeout, line);
     let kernel_messages = if status.is_ok() {
-        m.run(
-            "kernel messages",
-            "dmesg | tail -n +$(( $(cat /tmp/dmesg.n) + 1 ))",
-            short,
-        )
-        .map(|(_, out)| {
-            (out.trim_start_matches('\n').lines())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+        s.kernel_messages()
     } else {
         Vec::new()
     };
-    let t = ph.begin("shutdown");
-    m.shutdown();
-    ph.mark("shutdown", t);
-    Ok(done(status, kernel_messages, module_errors, ph))
+    let (accel, module_errors, transcript) = (
+        s.accel.clone(),
+        s.module_errors.clone(),
+        s.transcript.clone(),
+    );
+    let phases = s.close();
+    Ok(Ran {
+        status,
+        kernel_messages,
+        module_errors,
+        accel,
+        phases,
+        transcript,
+    })
 }
 
 #[cfg(test)]

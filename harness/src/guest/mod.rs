@@ -22,7 +22,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 pub use crate::checks::guest::{ModuleProbe, Prepared};
-pub use command::{copy_nodes, run_command, Ran};
+pub use command::{command_line, copy_nodes, run_command, Failed, Ran, Session};
 pub use floor::boot_floor;
 pub use load_order::{find_module, load_order};
 pub use prepare::{missing_host_tools, prepare, qemu_binary};
