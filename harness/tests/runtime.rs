@@ -425,6 +425,48 @@ fn interrupted_trial(sig: nix::sys::signal::Signal) -> R {
     Ok(())
 }
 
+/// A reporter's reproducer, run as `BTFGATE_SCENARIOS=DIR cargo test` runs it: a scenario
+/// directory of its own (no targets.yaml: the repository's targets) asking the no-BTF tiny
+/// kernel to pass `guest.run` with the repository's bpftrace script. The trial must fail, and
+/// its message must carry bpftrace's own error and the script's status.
+fn user_run_quotes_the_tools_error() -> R {
+    let root = harness::paths::workspace_root().join("scenarios/runtime");
+    let d = work().join("reporter");
+    std::fs::create_dir_all(d.join("runtime"))?;
+    std::fs::copy(
+        root.join("reproducer/vfs_read.bt"),
+        d.join("runtime/vfs_read.bt"),
+    )?;
+    std::fs::write(
+        d.join("runtime/repro.yaml"),
+        "targets: [tiny-nobtf]\nexpect: pass\nchecks:\n  guest.run:\n    - command: bpftrace vfs_read.bt\n      copy: [vfs_read.bt]\n      expect_output: '^@reads: [1-9]'\n",
+    )?;
+    let suite = harness::scenario::load::load(&d).map_err(|e| e.join("\n"))?;
+    let kernels = harness::scenario::run::Kernels::default();
+    let name = "runtime/repro::tiny-nobtf";
+    let e = match harness::scenario::run::run(
+        &suite,
+        &suite.scenarios[0],
+        "tiny-nobtf",
+        &kernels,
+        name,
+    ) {
+        Ok(()) => return Err("the reproducer passed on a kernel without BTF".into()),
+        Err(e) => e.to_string(),
+    };
+    for needle in [
+        "repro.yaml:5: guest.run on tiny-nobtf: expected pass, seen fail",
+        "`bpftrace vfs_read.bt`",
+        "exited 1, expected 0",
+        "ERROR:",
+    ] {
+        if !e.contains(needle) {
+            return Err(format!("the failure does not say {needle:?}:\n{e}").into());
+        }
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     harness::process::exit_on_interrupt("runtime tests").expect("install the interrupt handler");
     let mut args = Arguments::from_args();
@@ -491,6 +533,20 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+    let need = harness::scenario::load::load(&harness::scenario::load::scenarios_dir())
+        .map_err(|e| e.join("\n"))
+        .and_then(|s| {
+            harness::scenario::targets::resolve(&s.targets, "tiny-nobtf").map_err(|e| e.to_string())
+        })
+        .map(|_| ())
+        .and(tools.clone());
+    trials.push(needs(
+        Trial::test(
+            "runtime::control::user_run_quotes_the_tools_error",
+            user_run_quotes_the_tools_error,
+        ),
+        &need,
+    ));
     let conclusion = libtest_mimic::run(&args, trials);
     drop(scratch);
     conclusion.exit_code()

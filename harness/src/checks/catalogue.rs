@@ -43,13 +43,14 @@ pub const GUEST_BPFTRACE: &str = "guest.bpftrace";
 pub const GUEST_BPFTOOL: &str = "guest.bpftool";
 pub const GUEST_CORE: &str = "guest.core";
 pub const GUEST_DMESG: &str = "guest.dmesg";
+pub const GUEST_RUN: &str = "guest.run";
 pub const GATE_BTF_PRESENT: &str = "btf.present";
 pub const GATE_BTF_MODULES: &str = "btf.modules";
 pub const GATE_SIZE_DELTA: &str = "size.delta";
 
 /// Every check, static ones and guest ones each in the order they are reported, then the gate
 /// (whose `size.budget` is the static check of NEW).
-pub const CATALOGUE: [Def; 16] = [
+pub const CATALOGUE: [Def; 17] = [
     Def {
         id: KCONFIG_BTF,
         kind: Kind::Static,
@@ -129,6 +130,12 @@ pub const CATALOGUE: [Def; 16] = [
         controls: "`harness/tests/runtime.rs::rejected_module_btf`, `scenarios/runtime/rebuild-refused.yaml` (the kernel's own `failed to validate module [configs] BTF: -22`), `harness/src/checks/guest/dmesg.rs::dmesg_passes_only_when_the_whole_log_was_read`",
     },
     Def {
+        id: GUEST_RUN,
+        kind: Kind::Guest,
+        proves: "(scenarios only, after the other checks) each listed command ran in `/work` of the guest, with its `copy` files, and exited with `expect_status` (default 0) before its `timeout`; some output line matched `expect_output` and none matched `reject_output` (regular expressions, checked when the scenario loads); an empty list is refused",
+        controls: "`scenarios/runtime/reproducer-no-btf.yaml` (the reproducer's bpftrace script on the kernel without BTF), `harness/tests/runtime.rs::user_run_quotes_the_tools_error` (its failure names bpftrace's own error), `harness/src/checks/guest/user.rs::passes_on_status_and_expected_line_only`",
+    },
+    Def {
         id: GATE_BTF_PRESENT,
         kind: Kind::Gate,
         proves: "NEW has `CONFIG_DEBUG_INFO_BTF` and a valid vmlinux `.BTF` (\"BTF was lost\" when OLD had them)",
@@ -189,6 +196,6 @@ mod tests {
             assert!(!d.proves.is_empty() && d.controls.contains('`'), "{}", d.id);
         }
         assert_eq!(ids(Kind::Static).len(), 6);
-        assert_eq!(ids(Kind::Guest).len(), 7);
+        assert_eq!(ids(Kind::Guest).len(), 8);
     }
 }

@@ -108,6 +108,18 @@ pub struct Failed {
     pub transcript: PathBuf,
 }
 
+/// The guest shell line that runs the user's shell line `cmd` in `/work`, stdin empty, stderr
+/// with stdout, its status the line's. A quiet guest runs nothing but the command: a
+/// background reader stands in for a real system's daemons (a read of /proc twice a second),
+/// so that a probe on a common kernel function (vfs_read) fires as it would on the reporter's
+/// machine.
+pub(crate) fn in_work(cmd: &str) -> String {
+    format!(
+        "mkdir -p /work && cd /work && {{ (while :; do head -c 1 /proc/self/stat >/dev/null 2>&1; sleep 0.5; done) & }}; T=$!; eval {} </dev/null 2>&1; R=$?; kill $T 2>/dev/null; wait $T 2>/dev/null; cd /; (exit $R)",
+        quote(cmd)
+    )
+}
+
 /// Checks that `argv` can be sent to the guest, and gives it as one shell line.
 pub fn command_line(argv: &[String]) -> Result<String> {
     if argv.is_empty() {
@@ -187,14 +199,7 @@ impl Session {
         line: &mut dyn FnMut(&str),
     ) -> std::result::Result<i32, RunError> {
         let t = self.ph.begin(phase);
-        // A quiet guest runs nothing but the command: a background reader stands in for a
-        // real system's daemons (a read of /proc twice a second), so that a probe on a common
-        // kernel function (vfs_read) fires as it would on the reporter's machine.
-        let cmd = format!(
-            "cd /work && {{ (while :; do head -c 1 /proc/self/stat >/dev/null 2>&1; sleep 0.5; done) & }}; T=$!; eval {} </dev/null 2>&1; R=$?; kill $T 2>/dev/null; wait $T 2>/dev/null; (exit $R)",
-            quote(cmd)
-        );
-        let status = self.m.run_streaming(phase, &cmd, timeout, line);
+        let status = self.m.run_streaming(phase, &in_work(cmd), timeout, line);
         self.ph.mark(phase, t);
         status
     }

@@ -60,6 +60,8 @@ pub struct Params {
     pub module_probe: ModuleProbe,
     /// Files put into the image besides the recipe's (`xtask run --copy`: under `work/`).
     pub extra: Vec<Node>,
+    /// A scenario's own commands (`guest.run`), run after the other checks.
+    pub user: Vec<gc::UserCommand>,
 }
 
 impl Default for Params {
@@ -76,6 +78,7 @@ impl Default for Params {
             progress: None,
             module_probe: ModuleProbe::default(),
             extra: Vec::new(),
+            user: Vec::new(),
         }
     }
 }
@@ -252,6 +255,35 @@ pub(crate) fn start(
     })
 }
 
+/// Runs a scenario's own commands one after another (a timeout ends the guest: the rest are
+/// not run) and judges them.
+fn user_commands(list: &[gc::UserCommand], m: &mut Machine) -> Check {
+    let mut results = Vec::new();
+    for cmd in list {
+        let mut seen = gc::Seen::default();
+        let status = m.run_streaming(
+            gc::RUN,
+            &command::in_work(&cmd.line),
+            cmd.timeout,
+            &mut |l| seen.line(cmd, l),
+        );
+        let stop = status.is_err();
+        results.push((cmd, status, seen));
+        if stop {
+            break;
+        }
+    }
+    let mut c = gc::judge_user(&results);
+    if results.len() < list.len() {
+        c = Check::fail(
+            gc::RUN,
+            format!("{}; the later commands were not run", c.detail),
+        )
+        .with_evidence(c.evidence);
+    }
+    c
+}
+
 /// Boots the package's kernel and runs every guest check. Infrastructure problems (no qemu,
 /// nothing to boot) are errors; everything the guest does or fails to do is a check result.
 pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) -> Result<Report> {
@@ -267,8 +299,12 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
         Ok(m) => m,
         Err(e) => {
             let tail = e.tail().to_string();
+            let mut checks = gc::not_booted(&e);
+            if !params.user.is_empty() {
+                checks.push(Check::fail(gc::RUN, "not run: the guest did not boot"));
+            }
             return Ok(Report {
-                checks: gc::not_booted(&e),
+                checks,
                 accel: Some(choice),
                 phases: ph.list,
                 trial_dir: trial_dir.to_path_buf(),
@@ -319,6 +355,17 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
             }
         }
         ph.mark(name, t);
+    }
+    if !params.user.is_empty() {
+        let t = ph.begin(gc::RUN);
+        checks.push(match &failed_run {
+            Some(_) => Check::fail(
+                gc::RUN,
+                "not run: the guest stopped answering (see the earlier failure)",
+            ),
+            None => user_commands(&params.user, &mut m),
+        });
+        ph.mark(gc::RUN, t);
     }
     let mut checks: Vec<Check> = checks.into_iter().map(crate::checks::settle).collect();
     // Report in catalogue order, whatever order they ran in.

@@ -4,7 +4,8 @@
 use crate::Error;
 use std::path::{Path, PathBuf};
 
-use super::model::{Expect, Scenario, TargetsFile};
+use super::model::{Expect, Scenario, TargetsFile, UserRun};
+use crate::checks::guest::UserCommand;
 
 /// A scenario file, parsed.
 #[derive(Debug, Clone)]
@@ -48,6 +49,108 @@ pub fn parse_scenario(file: &Path, text: &str) -> crate::Result<Scenario> {
 /// Parses a targets file.
 pub fn parse_targets(file: &Path, text: &str) -> crate::Result<TargetsFile> {
     serde_saphyr::from_str::<TargetsFile>(text).map_err(|e| located(file, &e))
+}
+
+/// The seconds a `guest.run` command may run when the scenario says nothing.
+const USER_TIMEOUT: u64 = 60;
+
+/// `file:line:column: guest.run: …` for a value of a scenario.
+fn at<T>(file: &Path, v: &serde_saphyr::Spanned<T>, msg: impl std::fmt::Display) -> String {
+    format!(
+        "{}:{}:{}: guest.run: {msg}",
+        file.display(),
+        v.referenced.line(),
+        v.referenced.column()
+    )
+}
+
+/// The commands of a scenario's `guest.run` list, ready to run, and the host paths they copy
+/// into `/work` (relative to the scenario file). Every problem is returned, each located:
+/// an empty list, an empty or multi-line command, an invalid regular expression, a copy that
+/// does not exist, a zero timeout.
+pub fn user_commands(
+    file: &Path,
+    list: &serde_saphyr::Spanned<Vec<UserRun>>,
+) -> Result<(Vec<UserCommand>, Vec<PathBuf>), Vec<String>> {
+    let mut errors = Vec::new();
+    if list.value.is_empty() {
+        errors.push(at(
+            file,
+            list,
+            "the list is empty: running nothing proves nothing",
+        ));
+    }
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut cmds = Vec::new();
+    let mut copies = Vec::new();
+    let regex = |v: &Option<serde_saphyr::Spanned<String>>, key: &str, errors: &mut Vec<String>| {
+        v.as_ref().and_then(|r| match regex::Regex::new(&r.value) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                let first = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                errors.push(at(
+                    file,
+                    r,
+                    format!("{key} is not a valid regular expression: {first}"),
+                ));
+                None
+            }
+        })
+    };
+    for u in &list.value {
+        let line = u.command.value.trim();
+        if line.is_empty() {
+            errors.push(at(file, &u.command, "`command` is empty"));
+        } else if line.contains(['\n', '\r']) {
+            errors.push(at(
+                file,
+                &u.command,
+                "`command` is one shell line (put a script in a file and `copy` it)",
+            ));
+        }
+        let expect_output = regex(&u.expect_output, "expect_output", &mut errors);
+        let reject_output = regex(&u.reject_output, "reject_output", &mut errors);
+        for c in &u.copy {
+            let host = base.join(&c.value);
+            if std::fs::symlink_metadata(&host).is_err() {
+                errors.push(at(
+                    file,
+                    c,
+                    format!(
+                        "copy: {} does not exist (paths are relative to the scenario file)",
+                        host.display()
+                    ),
+                ));
+            }
+            copies.push(host);
+        }
+        if u.timeout == Some(0) {
+            errors.push(at(
+                file,
+                &u.command,
+                "`timeout: 0` leaves the command no time",
+            ));
+        }
+        cmds.push(UserCommand {
+            origin: format!("{}:{}", file.display(), u.command.referenced.line()),
+            line: line.to_string(),
+            expect_status: u.expect_status,
+            expect_output,
+            reject_output,
+            timeout: std::time::Duration::from_secs(u.timeout.unwrap_or(USER_TIMEOUT)),
+        });
+    }
+    if errors.is_empty() {
+        Ok((cmds, copies))
+    } else {
+        Err(errors)
+    }
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> crate::Result<()> {
@@ -149,6 +252,11 @@ pub fn load(dir: &Path) -> Result<Suite, Vec<String>> {
                 ));
             }
         }
+        if let Some(list) = &sc.checks.guest_run {
+            if let Err(e) = user_commands(&file, list) {
+                errors.extend(e);
+            }
+        }
         if sc.expect == Expect::Fail && sc.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
             errors.push(format!(
                 "{}: `expect: fail` needs a `reason`",
@@ -232,6 +340,7 @@ mod tests {
             .iter()
             .map(|id| match *id {
                 "size.budget" => format!("  {id}: {{ budget: 2MiB }}\n"),
+                "guest.run" => format!("  {id}:\n    - command: \"true\"\n"),
                 _ => format!("  {id}: {{}}\n"),
             })
             .collect();
@@ -313,6 +422,55 @@ mod tests {
             "targets: [t1]\nexpect: pass\nchecks:\n  guest.btf_modules:\n    modules: [dummy]\n",
         )
         .unwrap();
+    }
+
+    #[test]
+    fn guest_run_problems_are_each_located() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "targets.yaml", TARGETS);
+        write(d.path(), "runtime/probe.bt", "BEGIN { exit(); }");
+        let text = "targets: [t1]\nexpect: pass\nchecks:\n  guest.run:\n    - command: bpftrace probe.bt\n      copy: [probe.bt]\n      expect_output: \"^@x: [1-9\"\n    - command: \"  \"\n      copy: [nope.bt]\n      reject_output: \"(\"\n";
+        write(d.path(), "runtime/one.yaml", text);
+        let errs = load(d.path()).unwrap_err();
+        let all = errs.join("\n");
+        assert_eq!(errs.len(), 4, "{all}");
+        assert!(
+            all.contains("one.yaml:7:")
+                && all.contains("expect_output is not a valid regular expression"),
+            "{all}"
+        );
+        assert!(
+            all.contains("one.yaml:8:") && all.contains("`command` is empty"),
+            "{all}"
+        );
+        assert!(
+            all.contains("one.yaml:9:") && all.contains("nope.bt does not exist"),
+            "{all}"
+        );
+        assert!(
+            all.contains("one.yaml:10:") && all.contains("reject_output"),
+            "{all}"
+        );
+        // The control: the first command alone, its expression fixed, loads with its copy.
+        let fixed = "targets: [t1]\nexpect: pass\nchecks:\n  guest.run:\n    - command: bpftrace probe.bt\n      copy: [probe.bt]\n      expect_output: \"^@x: [1-9]\"\n";
+        write(d.path(), "runtime/one.yaml", fixed);
+        let s = load(d.path()).unwrap();
+        let list = s.scenarios[0].scenario.checks.guest_run.as_ref().unwrap();
+        let (cmds, copies) = user_commands(&s.scenarios[0].file, list).unwrap();
+        assert_eq!(cmds[0].line, "bpftrace probe.bt");
+        assert!(cmds[0].origin.ends_with("one.yaml:5"), "{}", cmds[0].origin);
+        assert_eq!(copies, [d.path().join("runtime/probe.bt")]);
+        // An empty list is refused.
+        write(
+            d.path(),
+            "runtime/one.yaml",
+            "targets: [t1]\nexpect: pass\nchecks:\n  guest.run: []\n",
+        );
+        let errs = load(d.path()).unwrap_err();
+        assert!(
+            errs[0].contains("one.yaml:4:") && errs[0].contains("empty"),
+            "{errs:?}"
+        );
     }
 
     #[test]

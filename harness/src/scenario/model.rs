@@ -74,6 +74,29 @@ pub struct BpftraceParams {
     pub timeout: Option<u64>,
 }
 
+/// One command of `guest.run`: a reporter's reproducer, run in the guest's `/work`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRun {
+    /// One shell line (the image's tools on `PATH`).
+    pub command: Spanned<String>,
+    /// Files or directories copied into `/work` (relative to the scenario file).
+    #[serde(default)]
+    pub copy: Vec<Spanned<PathBuf>>,
+    /// The exit status that passes (default 0).
+    #[serde(default)]
+    pub expect_status: i32,
+    /// A regular expression some output line must match.
+    #[serde(default)]
+    pub expect_output: Option<Spanned<String>>,
+    /// A regular expression no output line may match.
+    #[serde(default)]
+    pub reject_output: Option<Spanned<String>>,
+    /// Seconds the command may run (default 60); past them the guest is stopped.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
 /// The checks of a scenario, by catalogue id. An unknown id is an unknown field: an error
 /// with its location.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -105,6 +128,8 @@ pub struct Checks {
     pub guest_core: Option<Spanned<NoParams>>,
     #[serde(rename = "guest.dmesg")]
     pub guest_dmesg: Option<Spanned<NoParams>>,
+    #[serde(rename = "guest.run")]
+    pub guest_run: Option<Spanned<Vec<UserRun>>>,
 }
 
 impl Checks {
@@ -133,6 +158,7 @@ impl Checks {
         add!(guest_bpftool, c::GUEST_BPFTOOL);
         add!(guest_core, c::GUEST_CORE);
         add!(guest_dmesg, c::GUEST_DMESG);
+        add!(guest_run, c::GUEST_RUN);
         v
     }
 

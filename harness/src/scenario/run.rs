@@ -106,6 +106,12 @@ pub fn run(
                 p.deadlines.command = Duration::from_secs(t);
             }
         }
+        if let Some(list) = &c.guest_run {
+            let (cmds, copies) = super::load::user_commands(&sc.file, list)
+                .map_err(|e| crate::Error::failed("scenario", e.join("\n")))?;
+            p.user = cmds;
+            p.extra = guest::copy_nodes(&copies)?;
+        }
         let dir = crate::paths::cache_dir()
             .join("trials")
             .join(trial_name.replace(['/', ':'], "_"));

@@ -7,6 +7,7 @@
 mod btf;
 mod dmesg;
 mod tools;
+mod user;
 
 pub use btf::judge_btf_modules;
 use btf::{btf_modules, btf_vmlinux};
@@ -14,6 +15,7 @@ use dmesg::dmesg;
 pub use dmesg::judge_dmesg;
 use tools::{bpftool, bpftrace, core};
 pub use tools::{judge_bpftrace, judge_core, start_bpftrace};
+pub use user::{judge as judge_user, Seen, UserCommand};
 
 use std::time::Duration;
 
@@ -59,12 +61,16 @@ pub struct Prepared {
 pub use super::catalogue::{
     GUEST_BOOT as BOOT, GUEST_BPFTOOL as BPFTOOL, GUEST_BPFTRACE as BPFTRACE,
     GUEST_BTF_MODULES as BTF_MODULES, GUEST_BTF_VMLINUX as BTF_VMLINUX, GUEST_CORE as CORE,
-    GUEST_DMESG as DMESG,
+    GUEST_DMESG as DMESG, GUEST_RUN as RUN,
 };
 
-/// Every guest check id, in the order they are reported (the catalogue's guest checks).
+/// The guest checks every runtime verification reports, in order (the catalogue's guest checks
+/// but `guest.run`, which runs only the commands a scenario lists).
 pub fn ids() -> Vec<&'static str> {
     super::catalogue::ids(super::catalogue::Kind::Guest)
+        .into_iter()
+        .filter(|id| *id != RUN)
+        .collect()
 }
 
 /// What the steps need besides the machine.
