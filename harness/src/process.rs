@@ -29,6 +29,17 @@ fn live() -> std::sync::MutexGuard<'static, BTreeMap<i32, String>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What the interrupt path runs before it exits, besides killing groups and removing
+/// temporaries (e.g. giving the terminal back its modes).
+static AT_INTERRUPT: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+/// Has the interrupt path run `f` before the program exits.
+pub fn at_interrupt(f: fn()) {
+    if let Ok(mut hooks) = AT_INTERRUPT.lock() {
+        hooks.push(f);
+    }
+}
+
 /// Installs the interrupt path for a program (`what` names it in the message): on SIGINT,
 /// SIGTERM or SIGHUP every process group it started (QEMU, make, downloads, cargo) gets the
 /// signal SIGTERM and up to `GRACE` to exit (a btfgate program among them runs its own
@@ -76,6 +87,11 @@ pub fn exit_on_interrupt(what: &'static str) -> std::io::Result<()> {
                     let _ = killpg(*g, Signal::SIGKILL);
                 }
                 let removed = crate::scratch::remove_all();
+                if let Ok(hooks) = AT_INTERRUPT.lock() {
+                    for h in hooks.iter() {
+                        h();
+                    }
+                }
                 eprintln!(
                     "{what}: {}{} temporary path(s) removed; exiting {}",
                     if again {

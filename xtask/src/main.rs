@@ -8,6 +8,7 @@ mod host;
 mod inspect;
 mod report;
 mod run;
+mod shell;
 mod spec;
 mod test;
 mod verify;
@@ -64,6 +65,9 @@ enum Cmd {
     /// PATH, --copy files in /work); exits with the command's status (124: timeout; 125: the
     /// guest failed)
     Run(run::RunArgs),
+    /// The guest of `run`, interactive on the terminal (raw mode; Ctrl-] leaves, QEMU is
+    /// always stopped afterwards); refuses on a non-terminal
+    Shell(shell::ShellArgs),
     /// Compare kernel packages of one flavour, oldest first: did BTF survive the bump, and what did it cost?
     Compare(compare::CompareArgs),
     /// Fetch kernel packages into the cache (from an Alpine mirror, or with apt or apk)
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
         } => verify::run(&packages, &opts, &rt, &mirror, &reports),
         Cmd::Compare(a) => compare::run(&a),
         Cmd::Run(a) => run::run(&a),
+        Cmd::Shell(a) => shell::shell(&a),
         Cmd::Fetch { source } => fetch::run(source).map(|_| 0),
         Cmd::Test { args } => test::run(&args),
         Cmd::Setup => test::setup().map(|_| 0),

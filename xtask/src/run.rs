@@ -24,8 +24,9 @@ pub const EXIT_TIMEOUT: u8 = 124;
 /// the kernel panicked, QEMU exited): as `timeout(1)` says its own failure.
 pub const EXIT_GUEST: u8 = 125;
 
+/// What `run` and `shell` share: the package, the files, the modules, the machine.
 #[derive(Args)]
-pub struct RunArgs {
+pub struct GuestArgs {
     /// The kernel's package: a file (.apk, .deb) or directory, apt:NAME[@SUITE|@previous],
     /// alpine:NAME[=VERSION], target:NAME; several joined by commas for a split kernel
     #[arg(long = "package")]
@@ -36,9 +37,6 @@ pub struct RunArgs {
     /// Modules to load before the command (default: the image recipe's list)
     #[arg(long, value_delimiter = ',')]
     modules: Option<Vec<String>>,
-    /// Seconds the command may run; past them QEMU is stopped and the exit status is 124
-    #[arg(long, default_value_t = 300)]
-    timeout: u64,
     /// Force an accelerator instead of probing KVM and falling back to TCG
     #[arg(long, value_enum)]
     accel: Option<AccelArg>,
@@ -54,37 +52,75 @@ pub struct RunArgs {
     allow_untrusted: bool,
     #[command(flatten)]
     mirror: MirrorArgs,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    guest: GuestArgs,
+    /// Seconds the command may run; past them QEMU is stopped and the exit status is 124
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
 
+/// The guest `run` and `shell` boot: the kernel, the image, the parameters, the run directory.
+pub struct Guest {
+    pub kernel: Kernel,
+    pub recipe: Recipe,
+    pub params: guest::Params,
+    pub dir: PathBuf,
+    /// The spec as the user wrote it, resolved (for messages).
+    pub described: String,
+}
+
+impl GuestArgs {
+    /// The package spec as given.
+    pub fn package(&self) -> &str {
+        &self.package
+    }
+
+    /// Installs what the host lacks, resolves and reads the package, and makes a run directory.
+    pub fn guest(&self) -> Result<Guest> {
+        crate::host::ensure(&crate::host::RUNTIME_PACKAGES)?;
+        let read = harness::package::ReadOptions {
+            keys_dir: crate::fetch::keys_dir(self.keys_dir.as_deref())?
+                .dir()
+                .to_path_buf(),
+            allow_untrusted: self.allow_untrusted,
+        };
+        let r = spec::resolve(&self.package, &self.mirror, &read)?;
+        let kernel = Kernel::load_set(&r.parts)?;
+        let recipe = Recipe::builtin(&self.image).map_err(anyhow::Error::msg)?;
+        let params = guest::Params {
+            modules: self.modules.clone(),
+            accel: self.accel.map(|x| match x {
+                AccelArg::Kvm => Accel::Kvm,
+                AccelArg::Tcg => Accel::Tcg,
+            }),
+            extra: guest::copy_nodes(&self.copy)?,
+            ..guest::Params::default()
+        };
+        let dir = crate::verify::run_dir(&kernel)?;
+        Ok(Guest {
+            kernel,
+            recipe,
+            params,
+            dir,
+            described: r.describe(),
+        })
+    }
+}
+
 pub fn run(a: &RunArgs) -> Result<u8> {
-    crate::host::ensure(&crate::host::RUNTIME_PACKAGES)?;
-    let read = harness::package::ReadOptions {
-        keys_dir: crate::fetch::keys_dir(a.keys_dir.as_deref())?
-            .dir()
-            .to_path_buf(),
-        allow_untrusted: a.allow_untrusted,
-    };
-    let r = spec::resolve(&a.package, &a.mirror, &read)?;
-    let kernel = Kernel::load_set(&r.parts)?;
-    let recipe = Recipe::builtin(&a.image).map_err(anyhow::Error::msg)?;
-    let params = guest::Params {
-        modules: a.modules.clone(),
-        accel: a.accel.map(|x| match x {
-            AccelArg::Kvm => Accel::Kvm,
-            AccelArg::Tcg => Accel::Tcg,
-        }),
-        extra: guest::copy_nodes(&a.copy)?,
-        ..guest::Params::default()
-    };
-    let dir = crate::verify::run_dir(&kernel)?;
+    let g = a.guest.guest()?;
     eprintln!(
         "run: booting {} ({}); transcript in {}",
-        kernel.release.as_deref().unwrap_or("?"),
-        kernel.label(),
-        dir.display()
+        g.kernel.release.as_deref().unwrap_or("?"),
+        g.kernel.label(),
+        g.dir.display()
     );
     let mut stdout = std::io::stdout();
     let mut line = |l: &str| {
@@ -93,9 +129,9 @@ pub fn run(a: &RunArgs) -> Result<u8> {
     };
     let timeout = Duration::from_secs(a.timeout);
     let ran = guest::run_command(
-        &kernel, &recipe, &params, &a.command, timeout, &dir, &mut line,
+        &g.kernel, &g.recipe, &g.params, &a.command, timeout, &g.dir, &mut line,
     )
-    .with_context(|| format!("run in the guest of {}", r.describe()))?;
+    .with_context(|| format!("run in the guest of {}", g.described))?;
     Ok(outcome(&ran, a.timeout))
 }
 

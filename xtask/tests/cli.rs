@@ -919,6 +919,105 @@ fn run_interrupted() -> R {
     verdict
 }
 
+/// `shell` refuses without a terminal, naming the `run` command to use instead.
+fn shell_refuses_a_non_terminal() -> R {
+    let o = xtask(&["shell", "--package", "target:tiny-btf"]);
+    expect(&o, 2, "shell without a terminal")?;
+    contains(
+        &text(&o.stderr),
+        &[
+            "needs a terminal",
+            "cargo xtask run --package target:tiny-btf -- CMD",
+        ],
+        "the refusal",
+    )
+}
+
+/// `shell` on a terminal (a pseudo-terminal the trial holds): the guest's prompt in /work,
+/// the answer to a typed command, Ctrl-C stopping the guest's `sleep`, then leaving — with Ctrl-] and, in a second boot, with
+/// `exit` in the guest. Each time: exit 0 saying how it ended, no QEMU left, the terminal's
+/// modes given back.
+fn shell_on_a_terminal() -> R {
+    use harness::process::{Cmd, Output as Out};
+    use std::io::{Read as _, Write as _};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    for (leave, said) in [
+        (&b"\x1d"[..], "left with Ctrl-]"),
+        (&b"exit\r"[..], "the guest ended"),
+    ] {
+        let pty = nix::pty::openpty(None, None)?;
+        let slave = nix::unistd::ttyname(&pty.slave)?;
+        let before = nix::sys::termios::tcgetattr(&pty.slave)?;
+        let err = tempfile::NamedTempFile::new()?;
+        let script = format!(
+            "exec \"$0\" shell --package target:tiny-btf --accel tcg <{s} >{s}",
+            s = slave.display()
+        );
+        let mut p = Cmd::new("/bin/sh", Duration::from_secs(600))
+            .args(["-c", &script, env!("CARGO_BIN_EXE_xtask")])
+            .spawn(Out::Null, Out::File(err.path()))?;
+        let mut master = std::fs::File::from(pty.master);
+        let mut writer = master.try_clone()?;
+        let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let s2 = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s2.lock()
+                    .expect("terminal buffer")
+                    .extend_from_slice(&buf[..n]);
+            }
+        });
+        let wait_for = |needle: &str, secs: u64| -> R {
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(secs) {
+                if String::from_utf8_lossy(&seen.lock().expect("terminal buffer")).contains(needle)
+                {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let e = String::from_utf8_lossy(&std::fs::read(err.path())?).into_owned();
+            Err(format!(
+                "no {needle:?} on the terminal after {secs} s; it shows:\n{}\nstderr:\n{e}",
+                String::from_utf8_lossy(&seen.lock().expect("terminal buffer"))
+            )
+            .into())
+        };
+        wait_for("btfgate:/work# ", 240)?;
+        let qemu = *children_matching(p.pid(), "\0-name\0btfgate-")
+            .first()
+            .ok_or("no QEMU under the shell")?;
+        writer.write_all(b"echo $((6*7))-answered\r")?;
+        wait_for("42-answered", 30)?;
+        // Ctrl-C reaches the guest's foreground program, not btfgate.
+        writer.write_all(b"sleep 300\r")?;
+        std::thread::sleep(Duration::from_secs(1));
+        writer.write_all(b"\x03")?;
+        writer.write_all(b"echo interrupted-$((1+1))\r")?;
+        wait_for("interrupted-2", 30)?;
+        writer.write_all(leave)?;
+        let status = p.wait_until(Instant::now() + Duration::from_secs(60))?;
+        let e = String::from_utf8_lossy(&std::fs::read(err.path())?).into_owned();
+        if status.code() != Some(0) || !e.contains(said) {
+            return Err(format!("shell exited {status}, not 0 saying {said:?}: {e}").into());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        if alive(qemu) {
+            return Err(format!("QEMU {qemu} still runs after the shell ended ({said})").into());
+        }
+        let after = nix::sys::termios::tcgetattr(&pty.slave)?;
+        if after.local_flags != before.local_flags || after.input_flags != before.input_flags {
+            return Err(format!("the terminal's modes were not given back ({said})").into());
+        }
+    }
+    Ok(())
+}
+
 /// Names btfgate gives its temporary files and directories (downloads, unpacked packages,
 /// kernel builds, atomic writes).
 fn temporary(name: &str) -> bool {
@@ -1135,6 +1234,17 @@ fn main() -> std::process::ExitCode {
     ));
     trials.push(needs(
         Trial::test("run::sigint_leaves_no_qemu", run_interrupted),
+        &tiny_runtime,
+    ));
+    trials.push(needs(
+        Trial::test(
+            "shell::refuses_a_non_terminal",
+            shell_refuses_a_non_terminal,
+        ),
+        &tiny_runtime,
+    ));
+    trials.push(needs(
+        Trial::test("shell::prompt_command_and_leaving", shell_on_a_terminal),
         &tiny_runtime,
     ));
     for (name, f, need) in cases {

@@ -11,7 +11,7 @@ use crate::image::initramfs::{Node, Source};
 use crate::image::Recipe;
 use crate::kernel::Kernel;
 use crate::qemu::accel::Choice;
-use crate::qemu::machine::{Machine, RunError};
+use crate::qemu::machine::{Ended, Machine, RunError};
 use crate::{Error, Result};
 
 /// The phase of copying the user's files into the image.
@@ -228,10 +228,21 @@ impl Session {
         self.ph.list
     }
 
-    /// The machine, for an interactive session.
-    #[allow(dead_code)]
-    pub(crate) fn machine(&mut self) -> &mut Machine {
-        &mut self.m
+    /// Hands the guest to a person ([`Machine::interact`]): an interactive shell in `/work`
+    /// on the console (its controlling terminal, so Ctrl-C reaches the guest's programs),
+    /// the image's tools on `PATH`, the kernel's messages on again; leaving that shell ends
+    /// the guest.
+    pub fn interact(
+        &mut self,
+        input: &std::sync::mpsc::Receiver<Vec<u8>>,
+        out: &mut dyn std::io::Write,
+        quit: u8,
+    ) -> std::result::Result<Ended, RunError> {
+        let t = self.ph.begin("shell");
+        let start = "stty sane 2>/dev/null; dmesg -n 7 2>/dev/null; cd /work; export PS1='btfgate:\\w# '; setsid cttyhack sh -i; reboot -f";
+        let r = self.m.interact(start, input, out, quit);
+        self.ph.mark("shell", t);
+        r
     }
 }
 

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ChildStdin;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,10 +79,14 @@ impl RunError {
     }
 }
 
-/// Console bytes are copied to the transcript as they are read.
+/// Where an interactive session gets the console's bytes as they are read, unchanged.
+type Tap = Arc<Mutex<Option<Sender<Vec<u8>>>>>;
+
+/// Console bytes are copied to the transcript as they are read (and to the tap, if any).
 struct Tee<R> {
     inner: R,
     log: Arc<Mutex<BufWriter<File>>>,
+    tap: Tap,
 }
 
 impl<R: Read> Read for Tee<R> {
@@ -93,6 +98,11 @@ impl<R: Read> Read for Tee<R> {
                 let _ = log.flush();
             }
         }
+        if let Ok(tap) = self.tap.lock() {
+            if let Some(t) = tap.as_ref() {
+                let _ = t.send(buf[..n].to_vec());
+            }
+        }
         Ok(n)
     }
 }
@@ -101,11 +111,21 @@ const READY: &str = r"@@BTFGATE-READY ([^@]*)@@";
 const RC: &str = r"@@BTFGATE-RC (\d+)@@";
 const PANIC: &str = "Kernel panic - not syncing";
 
+/// How an interactive session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The person pressed the quit key (or their input ended).
+    Quit,
+    /// QEMU exited (the guest's shell exited and the guest rebooted, or it died).
+    GuestExited,
+}
+
 /// A booted guest at its command loop.
 pub struct Machine {
     proc: Process,
     session: StreamSession<ChildStdin>,
     log: Arc<Mutex<BufWriter<File>>>,
+    tap: Tap,
     pub transcript: PathBuf,
     stderr_log: PathBuf,
     started: Instant,
@@ -139,9 +159,11 @@ impl Machine {
         let file = File::create(&transcript)
             .map_err(|e| RunError::Start(format!("create {}: {e}", transcript.display())))?;
         let log = Arc::new(Mutex::new(BufWriter::new(file)));
+        let tap: Tap = Arc::new(Mutex::new(None));
         let tee = Tee {
             inner: stdout,
             log: log.clone(),
+            tap: tap.clone(),
         };
         // rexpect's own timeout is a polling slice; btfgate's deadlines are enforced around it.
         let opts = Options::new()
@@ -153,6 +175,7 @@ impl Machine {
             proc,
             session,
             log,
+            tap,
             transcript,
             stderr_log,
             started: now,
@@ -314,6 +337,81 @@ impl Machine {
                 .and_then(|g| g.as_str().parse().ok())
                 .unwrap_or(-1));
         }
+    }
+
+    /// Hands the console to a person: sends the shell line `start`, then copies the console's
+    /// bytes to `out` unchanged as they come and `input`'s bytes to the console, until `quit`
+    /// is among them (the byte itself is not sent), `input` ends, or QEMU exits. A person is
+    /// the deadline here: they leave with `quit`.
+    pub fn interact(
+        &mut self,
+        start: &str,
+        input: &Receiver<Vec<u8>>,
+        out: &mut dyn Write,
+        quit: u8,
+    ) -> Result<Ended, RunError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Ok(mut tap) = self.tap.lock() {
+            *tap = Some(tx);
+        }
+        if let Ok(mut log) = self.log.lock() {
+            let _ = writeln!(log, "\n[btfgate host] shell: {start}");
+        }
+        let console = |e: std::io::Error| RunError::Console(format!("the terminal: {e}"));
+        let send = |s: &mut Self, bytes: &[u8]| {
+            s.session
+                .send(&String::from_utf8_lossy(bytes))
+                .and_then(|_| s.session.flush())
+                .map_err(|e| RunError::Console(format!("send to the console: {e}")))
+        };
+        send(self, format!("{start}\n").as_bytes())?;
+        // Input bytes wait here until they are whole UTF-8 characters.
+        let mut pending: Vec<u8> = Vec::new();
+        let ended = loop {
+            while let Ok(chunk) = rx.try_recv() {
+                out.write_all(&chunk).map_err(console)?;
+            }
+            out.flush().map_err(console)?;
+            // What rexpect buffered meanwhile is not wanted: the bytes went out through the tap.
+            while self.session.try_read().is_some() {}
+            if let Ok(Some(_)) = self.proc.try_status() {
+                break Ended::GuestExited;
+            }
+            match input.recv_timeout(Duration::from_millis(20)) {
+                Ok(bytes) => {
+                    let (now, leave) = match bytes.iter().position(|b| *b == quit) {
+                        Some(i) => (&bytes[..i], true),
+                        None => (&bytes[..], false),
+                    };
+                    pending.extend_from_slice(now);
+                    let whole = match std::str::from_utf8(&pending) {
+                        Ok(_) => pending.len(),
+                        Err(e) if e.error_len().is_none() && !leave => e.valid_up_to(),
+                        Err(_) => pending.len(),
+                    };
+                    if whole > 0 {
+                        let rest = pending.split_off(whole);
+                        send(self, &pending)?;
+                        pending = rest;
+                    }
+                    if leave {
+                        break Ended::Quit;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break Ended::Quit,
+            }
+        };
+        // The guest's last words, then the tap is closed.
+        std::thread::sleep(Duration::from_millis(100));
+        while let Ok(chunk) = rx.try_recv() {
+            let _ = out.write_all(&chunk);
+        }
+        let _ = out.flush();
+        if let Ok(mut tap) = self.tap.lock() {
+            *tap = None;
+        }
+        Ok(ended)
     }
 
     /// Ends the guest and waits for QEMU to exit (killing it if it does not). `reboot -f`
