@@ -8,6 +8,8 @@ use anyhow::{Context, Result};
 use harness::process::Cmd;
 
 use crate::fetch;
+
+mod times;
 use crate::host::{self, Host};
 
 /// Deadlines: formatting is quick; lints and tests compile the workspace first. A CI job is
@@ -54,7 +56,9 @@ pub fn run(args: &[String]) -> Result<u8> {
         .args(["test", "--workspace", "--"])
         .args(args)
         .dir(&root);
-    match tests.status() {
+    let (status, times, wall) = timed_tests(&tests)?;
+    println!("{}", times.table(wall));
+    match status {
         Ok(s) if s.success() => Ok(0),
         Ok(_) => Ok(crate::EXIT_FAIL),
         // Past the deadline the tests were killed with their QEMU: a failed gate.
@@ -63,6 +67,56 @@ pub fn run(args: &[String]) -> Result<u8> {
             Ok(crate::EXIT_FAIL)
         }
     }
+}
+
+/// Runs `cargo test` with its stdout and stderr appended to one log (so their lines keep their
+/// order), echoing the log as it grows and reading each binary's time from it. Returns the
+/// exit status (or why it was killed), the times and the wall seconds.
+fn timed_tests(
+    tests: &Cmd,
+) -> Result<(
+    std::result::Result<std::process::ExitStatus, harness::process::ProcessError>,
+    times::Times,
+    f64,
+)> {
+    use harness::process::Output;
+    use std::io::{Read as _, Write as _};
+    let dir = harness::scratch::tempdir_in(&std::env::temp_dir(), "btfgate-test-")?;
+    let log = dir.path().join("cargo-test.log");
+    let t0 = std::time::Instant::now();
+    let mut p = tests
+        .spawn(Output::File(&log), Output::File(&log))
+        .context("start cargo test")?;
+    let deadline = t0 + TESTS;
+    let mut f = std::fs::File::open(&log).with_context(|| format!("open {}", log.display()))?;
+    let mut times = times::Times::default();
+    let mut partial = Vec::new();
+    let mut out = std::io::stdout();
+    let mut follow = |f: &mut std::fs::File, times: &mut times::Times| -> Result<()> {
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        out.write_all(&buf)?;
+        out.flush()?;
+        partial.extend_from_slice(&buf);
+        while let Some(i) = partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=i).collect();
+            times.line(&String::from_utf8_lossy(&line));
+        }
+        Ok(())
+    };
+    let status = loop {
+        follow(&mut f, &mut times)?;
+        match p.try_status() {
+            Ok(Some(s)) => break Ok(s),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(200))
+            }
+            Ok(None) => break p.wait_until(deadline),
+            Err(e) => break Err(e),
+        }
+    };
+    follow(&mut f, &mut times)?;
+    Ok((status, times, t0.elapsed().as_secs_f64()))
 }
 
 /// `cargo xtask setup`: installs the host packages (as root), or says what is missing.
