@@ -270,13 +270,8 @@ impl Machine {
         }
     }
 
-    /// Runs one shell command line in the guest; returns its exit status and output.
-    pub fn run(
-        &mut self,
-        phase: &str,
-        cmd: &str,
-        timeout: Duration,
-    ) -> Result<(i32, String), RunError> {
+    /// Sends one shell command line to the guest's command loop, noting it in the transcript.
+    fn send_command(&mut self, phase: &str, cmd: &str) -> Result<(), RunError> {
         if cmd.contains('\n') {
             return Err(RunError::Console("guest commands are single lines".into()));
         }
@@ -286,13 +281,28 @@ impl Machine {
         self.session
             .send_line(cmd)
             .map_err(|e| RunError::Console(format!("send to the console: {e}")))?;
-        let (before, marker) = self.expect(RC, phase, Instant::now() + timeout)?;
-        let rc = regex(RC)?
-            .captures(&marker)
+        Ok(())
+    }
+
+    /// The exit status in a status marker the command loop printed.
+    fn status_of(marker: &str) -> Result<i32, RunError> {
+        Ok(regex(RC)?
+            .captures(marker)
             .and_then(|c| c.get(1))
             .and_then(|g| g.as_str().parse().ok())
-            .unwrap_or(-1);
-        Ok((rc, before.replace('\r', "")))
+            .unwrap_or(-1))
+    }
+
+    /// Runs one shell command line in the guest; returns its exit status and output.
+    pub fn run(
+        &mut self,
+        phase: &str,
+        cmd: &str,
+        timeout: Duration,
+    ) -> Result<(i32, String), RunError> {
+        self.send_command(phase, cmd)?;
+        let (before, marker) = self.expect(RC, phase, Instant::now() + timeout)?;
+        Ok((Self::status_of(&marker)?, before.replace('\r', "")))
     }
 
     /// Runs one shell command line in the guest, handing each line of its output to `line` as
@@ -304,15 +314,7 @@ impl Machine {
         timeout: Duration,
         line: &mut dyn FnMut(&str),
     ) -> Result<i32, RunError> {
-        if cmd.contains('\n') {
-            return Err(RunError::Console("guest commands are single lines".into()));
-        }
-        if let Ok(mut log) = self.log.lock() {
-            let _ = writeln!(log, "\n[btfgate host] {phase}: {cmd}");
-        }
-        self.session
-            .send_line(cmd)
-            .map_err(|e| RunError::Console(format!("send to the console: {e}")))?;
+        self.send_command(phase, cmd)?;
         let deadline = Instant::now() + timeout;
         // The left-most of a line end and the status marker: lines stream out one by one.
         let either = format!("{RC}|\n");
@@ -331,11 +333,7 @@ impl Machine {
             if !text.is_empty() {
                 line(&text);
             }
-            return Ok(regex(RC)?
-                .captures(&matched)
-                .and_then(|c| c.get(1))
-                .and_then(|g| g.as_str().parse().ok())
-                .unwrap_or(-1));
+            return Self::status_of(&matched);
         }
     }
 
