@@ -4,8 +4,10 @@
 //! `reboot -f`), interleaved rounds, medians.
 //!
 //! `bench static`: for each host kernel package, the wall time and peak RSS of
-//! `cargo xtask inspect` against merely decompressing the package's data member
-//! (`xz -dc data.tar.xz > /dev/null` for a .deb, `gzip -dc` for an .apk), interleaved rounds, medians.
+//! `cargo xtask inspect` against the fastest way this machine has to merely decompress the
+//! package's data: for a .deb, `xz -dc` (one thread), `xz -T0 -dc` and `dpkg-deb
+//! --fsys-tarfile` (both decode a multi-block member on every core); for an .apk, `gzip -dc`.
+//! Interleaved rounds, medians; the ratio is taken against the fastest median.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,18 +80,42 @@ fn bench_static(rounds: usize, packages: Vec<PathBuf>) -> Result<()> {
     for pkg in &packages {
         let tmp = harness::scratch::tempdir_in(&std::env::temp_dir(), "btfgate-bench-")?;
         let (tool, member) = data_member(pkg, tmp.path())?;
-        let mut base = Vec::new();
+        let member_s = member.to_string_lossy().into_owned();
+        let pkg_s = pkg.to_string_lossy().into_owned();
+        let mut floors: Vec<(String, Vec<&str>)> =
+            vec![(format!("{tool} -dc"), vec![tool, "-dc", &member_s])];
+        if tool == "xz" {
+            floors.push(("xz -T0 -dc".into(), vec!["xz", "-T0", "-dc", &member_s]));
+        }
+        if pkg_s.ends_with(".deb") {
+            floors.push((
+                "dpkg-deb --fsys-tarfile".into(),
+                vec!["dpkg-deb", "--fsys-tarfile", &pkg_s],
+            ));
+        }
+        let mut base: Vec<Vec<f64>> = vec![Vec::new(); floors.len()];
         let mut insp = Vec::new();
         let mut rss = 0u64;
+        let exe_s = exe.to_string_lossy();
         for _ in 0..rounds.max(1) {
-            base.push(timed(&[tool, "-dc", &member.to_string_lossy()])?.0);
-            let exe_s = exe.to_string_lossy();
-            let pkg_s = pkg.to_string_lossy();
+            for (i, (_, argv)) in floors.iter().enumerate() {
+                base[i].push(timed(argv)?.0);
+            }
             let (t, m) = timed(&[&exe_s, "inspect", "--json", &pkg_s])?;
             insp.push(t);
             rss = rss.max(m);
         }
-        let (b, i) = (median(&mut base), median(&mut insp));
+        let medians: Vec<f64> = base.iter_mut().map(|v| median(v)).collect();
+        for ((name, _), m) in floors.iter().zip(&medians) {
+            println!("  {name:<30} {m:>8.2} s");
+        }
+        let (fastest, b) = medians
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, m)| (floors[i].0.clone(), *m))
+            .context("no decompression was measured")?;
+        let i = median(&mut insp);
         let ratio = i / b;
         let met = ratio <= TARGET_RATIO && rss < TARGET_RSS_KB;
         all_met &= met;
@@ -98,12 +124,12 @@ fn bench_static(rounds: usize, packages: Vec<PathBuf>) -> Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         println!(
-            "{name:<48} {b:>10.2} {i:>10.2} {ratio:>6.2}x {:>10.1} {:>10}",
+            "{name:<48} {b:>10.2} {i:>10.2} {ratio:>6.2}x {:>10.1} {:>10}   (fastest: {fastest})",
             rss as f64 / 1000.0,
             if met { "met" } else { "MISSED" }
         );
     }
-    println!("targets: inspect <= {TARGET_RATIO}x decompression, peak RSS < {} MB; {rounds} rounds, medians", TARGET_RSS_KB / 1000);
+    println!("targets: inspect <= {TARGET_RATIO}x the fastest decompression, peak RSS < {} MB; {rounds} rounds, medians", TARGET_RSS_KB / 1000);
     if !all_met {
         bail!("a static benchmark target was missed");
     }
