@@ -6,6 +6,7 @@ mod compare;
 mod fetch;
 mod host;
 mod inspect;
+mod matrix;
 mod report;
 mod run;
 mod spec;
@@ -64,6 +65,10 @@ enum Cmd {
     /// PATH, --copy files in /work); exits with the command's status (124: timeout; 125: the
     /// guest failed)
     Run(run::RunArgs),
+    /// Run the external BPF tools (bpftrace's tools, libbpf-tools) in the guests of kernels
+    /// with a workload: a tool × kernel table of emitted / attached / failed / n/a; exits 1
+    /// when a tool failed
+    Matrix(matrix::MatrixArgs),
     /// Compare kernel packages of one flavour, oldest first: did BTF survive the bump, and what did it cost?
     Compare(compare::CompareArgs),
     /// Fetch kernel packages into the cache (from an Alpine mirror, or with apt or apk)
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
         } => verify::run(&packages, &opts, &rt, &mirror, &reports),
         Cmd::Compare(a) => compare::run(&a),
         Cmd::Run(a) => run::run(&a),
+        Cmd::Matrix(a) => matrix::run(&a),
         Cmd::Fetch { source } => fetch::run(source).map(|_| 0),
         Cmd::Test { args } => test::run(&args),
         Cmd::Setup => test::setup().map(|_| 0),
