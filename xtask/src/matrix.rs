@@ -29,7 +29,7 @@ const DEFAULT_PACKAGES: [&str; 3] = [
 ];
 
 /// bpftrace compiles its program before it attaches: under TCG on a busy 2-core host
-/// `Attaching N probes` came 4–14 s after the start (measured on the cloud kernels).
+/// `Attaching N probes` came 4–46 s after the start (measured on the cloud kernels).
 const BPFTRACE_CAP: u64 = 90;
 /// A libbpf tool loads in about a second; its header may sit in its stdio buffer.
 const LIBBPF_WARM: u64 = 2;
@@ -405,7 +405,7 @@ fn one(s: &mut Session, t: &Tool, per_tool: u64) -> (Cell, bool) {
             cap: LIBBPF_CAP,
         },
     };
-    let deadline = timing.cap + per_tool + 4 + CONSOLE_SLACK;
+    let deadline = timing.cap + per_tool + mx::KILL_GRACE + CONSOLE_SLACK;
     let line = mx::tool_line(&t.argv(), timing);
     let mut out = Vec::new();
     let status = s.run(

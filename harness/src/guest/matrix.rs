@@ -78,9 +78,13 @@ pub const SETUP: [&str; 3] = [
     // console (a terminal: line-buffered, so what it printed survives a SIGKILL; SIGINT at
     // its default, not ignored as in a background job). Beside it a controller: the workload
     // once the tool holds a BPF link or perf event (attached) or WARM seconds passed; SIGINT
-    // SECS seconds after that, or at CAP; SIGKILL 4 s after the SIGINT. Then a status line.
-    "mx_run() { N=$1; W=$2; C=$3; shift 3; rm -f /tmp/mx.rc /tmp/mx.pid /tmp/mx.st; ( t0=$(mx_now); a=; r=; i=; k=; c=; X=; while [ ! -e /tmp/mx.rc ]; do t=$(( $(mx_now) - t0 )); [ -z \"$X\" ] && X=$(cat /tmp/mx.pid 2>/dev/null); if [ -z \"$a\" ] && [ -n \"$X\" ]; then if ls -l /proc/$X/fd 2>/dev/null | grep -q -e bpf-link -e perf_event; then a=$t; r=1; elif [ $t -ge $W ]; then a=$t; fi; fi; if [ -n \"$a\" ] && [ -z \"$i\" ]; then mx_wl; [ $(( t - a )) -ge $N ] && { kill -INT $X; i=$t; }; else sleep 0.2; fi; if [ -z \"$i\" ] && [ $t -ge $C ]; then kill -INT $X; i=$t; c=1; fi; if [ -n \"$i\" ] && [ -z \"$k\" ] && [ $(( t - i )) -ge 4 ]; then kill -KILL $X; k=$t; fi; done; echo \"first=$a linked=$r int=$i kill=$k cap=$c\" >/tmp/mx.st ) >/dev/null 2>&1 </dev/null & J=$!; sh -c 'echo $$ >/tmp/mx.pid; exec \"$@\"' mx \"$@\" </dev/null 2>&1; echo $? >/tmp/mx.rc; wait $J; echo \"@@MX $(cat /tmp/mx.st) rc=$(cat /tmp/mx.rc)@@\"; }",
+    // SECS seconds after that, or at CAP; SIGKILL 10 s after the SIGINT (bpftrace detaching
+    // 72 kprobes under TCG took longer than 4 s and lost its map dump). Then a status line.
+    "mx_run() { N=$1; W=$2; C=$3; shift 3; rm -f /tmp/mx.rc /tmp/mx.pid /tmp/mx.st; ( t0=$(mx_now); a=; r=; i=; k=; c=; X=; while [ ! -e /tmp/mx.rc ]; do t=$(( $(mx_now) - t0 )); [ -z \"$X\" ] && X=$(cat /tmp/mx.pid 2>/dev/null); if [ -z \"$a\" ] && [ -n \"$X\" ]; then if ls -l /proc/$X/fd 2>/dev/null | grep -q -e bpf-link -e perf_event; then a=$t; r=1; elif [ $t -ge $W ]; then a=$t; fi; fi; if [ -n \"$a\" ] && [ -z \"$i\" ]; then mx_wl; [ $(( t - a )) -ge $N ] && { kill -INT $X; i=$t; }; else sleep 0.2; fi; if [ -z \"$i\" ] && [ $t -ge $C ]; then kill -INT $X; i=$t; c=1; fi; if [ -n \"$i\" ] && [ -z \"$k\" ] && [ $(( t - i )) -ge 10 ]; then kill -KILL $X; k=$t; fi; done; echo \"first=$a linked=$r int=$i kill=$k cap=$c\" >/tmp/mx.st ) >/dev/null 2>&1 </dev/null & J=$!; sh -c 'echo $$ >/tmp/mx.pid; exec \"$@\"' mx \"$@\" </dev/null 2>&1; echo $? >/tmp/mx.rc; wait $J; echo \"@@MX $(cat /tmp/mx.st) rc=$(cat /tmp/mx.rc)@@\"; }",
 ];
+
+/// Seconds between the SIGINT and the SIGKILL of a tool that has not stopped.
+pub const KILL_GRACE: u64 = 10;
 
 /// When a tool is ready for the workload, and how long it may take to get there.
 #[derive(Debug, Clone, Copy)]
@@ -205,7 +209,7 @@ pub struct Ending {
     pub linked: bool,
     /// Seconds when it got SIGINT.
     pub interrupted: Option<u64>,
-    /// It did not stop within 4 s of SIGINT and got SIGKILL.
+    /// It did not stop within [`KILL_GRACE`] seconds of SIGINT and got SIGKILL.
     pub killed: bool,
     /// The SIGINT came at the cap, before any output.
     pub capped: bool,
