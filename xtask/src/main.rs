@@ -6,6 +6,7 @@ mod compare;
 mod fetch;
 mod host;
 mod inspect;
+mod matrix;
 mod report;
 mod run;
 mod shell;
@@ -68,6 +69,10 @@ enum Cmd {
     /// The guest of `run`, interactive on the terminal (raw mode; Ctrl-] leaves, QEMU is
     /// always stopped afterwards); refuses on a non-terminal
     Shell(shell::ShellArgs),
+    /// Run the external BPF tools (bpftrace's tools, libbpf-tools) in the guests of kernels
+    /// with a workload: a tool × kernel table of emitted / attached / failed / n/a; exits 1
+    /// when a tool failed
+    Matrix(matrix::MatrixArgs),
     /// Compare kernel packages of one flavour, oldest first: did BTF survive the bump, and what did it cost?
     Compare(compare::CompareArgs),
     /// Fetch kernel packages into the cache (from an Alpine mirror, or with apt or apk)
@@ -146,6 +151,7 @@ fn main() -> ExitCode {
         Cmd::Compare(a) => compare::run(&a),
         Cmd::Run(a) => run::run(&a),
         Cmd::Shell(a) => shell::shell(&a),
+        Cmd::Matrix(a) => matrix::run(&a),
         Cmd::Fetch { source } => fetch::run(source).map(|_| 0),
         Cmd::Test { args } => test::run(&args),
         Cmd::Setup => test::setup().map(|_| 0),

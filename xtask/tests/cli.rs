@@ -876,6 +876,67 @@ fn run_bpftrace_on_cloud() -> R {
     Ok(())
 }
 
+/// `matrix` on `spec` with a CO-RE tool and a bpftrace tool: its output and the two cells of
+/// its `--json` (each with its status and reason).
+fn matrix_two_tools(spec: &str) -> Result<(Output, [serde_json::Value; 2]), Failed> {
+    let d = tempfile::tempdir()?;
+    let json = d.path().join("matrix.json");
+    let o = xtask(&[
+        "matrix",
+        "--package",
+        spec,
+        "--tools",
+        "opensnoop,execsnoop.bt",
+        "--accel",
+        "tcg",
+        "--json",
+        &json.to_string_lossy(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).map_err(|e| {
+        format!(
+            "no JSON ({e}): exit {}\n{}{}",
+            code(&o),
+            text(&o.stdout),
+            text(&o.stderr)
+        )
+    })?)?;
+    let cells = &v["kernels"][0]["cells"];
+    Ok((
+        o,
+        [cells["opensnoop"].clone(), cells["execsnoop.bt"].clone()],
+    ))
+}
+
+/// The matrix's negative control: on the kernel built with BTF off, opensnoop (CO-RE) and
+/// execsnoop.bt fail with the tool's own error line, and the matrix exits 1.
+fn matrix_nobtf_fails() -> R {
+    let (o, cells) = matrix_two_tools("target:tiny-nobtf")?;
+    expect(&o, 1, "matrix on tiny-nobtf")?;
+    for c in &cells {
+        if c["status"] != "failed" || c["reason"].as_str().is_none_or(str::is_empty) {
+            return Err(format!("want failed with a reason, got {c}\n{}", text(&o.stdout)).into());
+        }
+    }
+    contains(&text(&o.stdout), &["| `opensnoop` | failed |"], "the table")
+}
+
+/// The same two tools on Debian's cloud kernel: both emitted (an event line is the evidence),
+/// exit 0.
+fn matrix_cloud_emits() -> R {
+    let (o, cells) = matrix_two_tools("target:debian-cloud")?;
+    expect(&o, 0, "matrix on debian-cloud")?;
+    for c in &cells {
+        if c["status"] != "emitted" || c["evidence"].as_str().is_none_or(str::is_empty) {
+            return Err(format!("want emitted with evidence, got {c}\n{}", text(&o.stderr)).into());
+        }
+    }
+    contains(
+        &text(&o.stdout),
+        &["| `execsnoop.bt` | emitted |"],
+        "the table",
+    )
+}
+
 /// SIGINT to `run` while its command runs: exit 130 saying what it interrupted, no QEMU left.
 fn run_interrupted() -> R {
     use harness::process::{Cmd, Output as Out};
@@ -1247,6 +1308,15 @@ fn main() -> std::process::ExitCode {
         Trial::test("shell::prompt_command_and_leaving", shell_on_a_terminal),
         &tiny_runtime,
     ));
+    let nobtf_runtime = target("tiny-nobtf").and_then(|p| {
+        harness::fixtures::runtime_tools()
+            .map(|()| p)
+            .map_err(|e| e.to_string())
+    });
+    trials.push(needs(
+        Trial::test("matrix::nobtf_tools_fail", matrix_nobtf_fails),
+        &nobtf_runtime,
+    ));
     for (name, f, need) in cases {
         trials.push(needs(Trial::test(name, f), &need));
     }
@@ -1256,6 +1326,10 @@ fn main() -> std::process::ExitCode {
         .and_then(|p| harness::fixtures::runtime_tools().map(|()| p));
     trials.push(needs(
         Trial::test("run::bpftrace_one_liner_on_cloud", run_bpftrace_on_cloud),
+        &runtime,
+    ));
+    trials.push(needs(
+        Trial::test("matrix::cloud_tools_emit", matrix_cloud_emits),
         &runtime,
     ));
     for (name, sig, after) in [

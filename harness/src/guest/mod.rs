@@ -30,6 +30,7 @@ pub use prepare::{missing_host_tools, prepare, qemu_binary};
 mod command;
 mod floor;
 mod load_order;
+pub mod matrix;
 mod prepare;
 
 /// The phase of what [`verify`] does on the host before the boot.
