@@ -469,12 +469,9 @@ fn user_run_quotes_the_tools_error() -> R {
 
 fn main() -> std::process::ExitCode {
     harness::process::exit_on_interrupt("runtime tests").expect("install the interrupt handler");
-    let mut args = Arguments::from_args();
-    // One VM at a time: a TCG guest keeps a host core busy, and the deadlines assume the host
-    // is not shared with another guest.
-    if args.test_threads.is_none() {
-        args.test_threads = Some(1);
-    }
+    // Trials run on as many threads as libtest-mimic chooses; how many guests run at once is
+    // decided by the VM slots (one per host core, shared with every other process).
+    let args = Arguments::from_args();
     // Registered, so an interrupt removes it with the trials' logs.
     let scratch = harness::scratch::tempdir_in(&std::env::temp_dir(), "btfgate-runtime-").unwrap();
     WORK.set(scratch.path().to_path_buf()).unwrap();

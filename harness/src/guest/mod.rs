@@ -63,6 +63,10 @@ pub struct Params {
     pub extra: Vec<Node>,
     /// A scenario's own commands (`guest.run`), run after the other checks.
     pub user: Vec<gc::UserCommand>,
+    /// The guest checks to run and report (`None`: all of them). The modules are loaded
+    /// whatever is listed (a scenario's own commands may need them); a check not listed costs
+    /// nothing, so a scenario that lists only `guest.run` does not wait for bpftrace.
+    pub only: Option<Vec<&'static str>>,
 }
 
 impl Default for Params {
@@ -80,6 +84,7 @@ impl Default for Params {
             module_probe: ModuleProbe::default(),
             extra: Vec::new(),
             user: Vec::new(),
+            only: None,
         }
     }
 }
@@ -285,7 +290,8 @@ fn user_commands(list: &[gc::UserCommand], m: &mut Machine) -> Check {
     c
 }
 
-/// Boots the package's kernel and runs every guest check. Infrastructure problems (no qemu,
+/// Boots the package's kernel and runs the guest checks (all, or those `params.only` names;
+/// the modules are loaded either way), then the scenario's own commands. Infrastructure problems (no qemu,
 /// nothing to boot) are errors; everything the guest does or fails to do is a check result.
 pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) -> Result<Report> {
     let mut ph = Phases::new(params.progress);
@@ -314,8 +320,10 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
             });
         }
     };
+    let wants = |id: &str| params.only.as_ref().is_none_or(|l| l.contains(&id));
     let mut checks = vec![gc::booted(&m, &spec)];
     let run = gc::Runner {
+        bpftool: wants(gc::BPFTOOL),
         prep: &prep,
         k,
         hide_sysfs_btf: params.hide_sysfs_btf,
@@ -330,23 +338,27 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
         failed_run = Some(e);
     }
     ph.mark("setup", t);
+    let not_run = |e: &RunError| format!("not run: the guest stopped answering ({e})");
     for (name, step) in gc::STEPS {
-        if failed_run.is_some() {
-            checks.push(Check::fail(
-                name,
-                "not run: the guest stopped answering (see the earlier failure)",
-            ));
+        // guest.btf_modules is the step that loads the modules: it runs even when not listed.
+        let listed = wants(name);
+        if !listed && name != gc::BTF_MODULES {
+            continue;
+        }
+        if let Some(e) = &failed_run {
+            checks.push(Check::fail(name, not_run(e)));
             continue;
         }
         let t = ph.begin(name);
         let result = step(&run, &mut m).and_then(|c| {
-            if name == gc::BTF_MODULES {
+            if name == gc::BTF_MODULES && wants(gc::BPFTRACE) {
                 gc::start_bpftrace(&run, &mut m)?;
             }
             Ok(c)
         });
         match result {
-            Ok(c) => checks.push(c),
+            Ok(c) if listed => checks.push(c),
+            Ok(_) => {}
             Err(e) => {
                 checks.push(
                     Check::fail(name, e.to_string())
@@ -360,10 +372,7 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
     if !params.user.is_empty() {
         let t = ph.begin(gc::RUN);
         checks.push(match &failed_run {
-            Some(_) => Check::fail(
-                gc::RUN,
-                "not run: the guest stopped answering (see the earlier failure)",
-            ),
+            Some(e) => Check::fail(gc::RUN, not_run(e)),
             None => user_commands(&params.user, &mut m),
         });
         ph.mark(gc::RUN, t);

@@ -134,6 +134,8 @@ pub struct Machine {
     pub release: String,
     /// Seconds from QEMU start to the ready marker.
     pub boot_secs: f64,
+    /// The VM slot this guest holds; declared last, so it is freed after QEMU is stopped.
+    _slot: super::slot::Slot,
 }
 
 fn regex(s: &str) -> Result<Regex, RunError> {
@@ -141,9 +143,16 @@ fn regex(s: &str) -> Result<Regex, RunError> {
 }
 
 impl Machine {
-    /// Starts QEMU with `spec`, writing `console.log` and `qemu.stderr` into `dir`, and waits
-    /// for the init's ready marker.
+    /// Takes a VM slot (waiting at most the run's total deadline: see [`super::slot`]), starts
+    /// QEMU with `spec`, writing `console.log` and `qemu.stderr` into `dir`, and waits for the
+    /// init's ready marker. The boot deadline counts from QEMU's start, not from the wait.
     pub fn boot(qemu: &Path, spec: &Spec, dir: &Path, d: &Deadlines) -> Result<Machine, RunError> {
+        let slot =
+            super::slot::acquire(Instant::now() + d.total).map_err(|e| RunError::Timeout {
+                phase: format!("waiting for a VM slot: {e}"),
+                after: Duration::ZERO,
+                tail: String::new(),
+            })?;
         let transcript = dir.join("console.log");
         let stderr_log = dir.join("qemu.stderr");
         let args = argv(spec);
@@ -182,6 +191,7 @@ impl Machine {
             total: now + d.total,
             release: String::new(),
             boot_secs: 0.0,
+            _slot: slot,
         };
         let (_, marker) = m.expect(READY, "boot", now + d.boot)?;
         m.release = regex(READY)?

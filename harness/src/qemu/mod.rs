@@ -4,3 +4,4 @@
 pub mod accel;
 pub mod args;
 pub mod machine;
+pub mod slot;

@@ -271,7 +271,7 @@ pub fn load(dir: &Path) -> Result<Suite, Vec<String>> {
             .into_owned();
         if sc.checks.boots() && !stem.starts_with("runtime/") {
             errors.push(format!(
-                "{}: a scenario with guest.* checks boots a VM and must live under runtime/ (nextest runs those one at a time)",
+                "{}: a scenario with guest.* checks boots a VM and must live under runtime/ (nextest's qemu group)",
                 file.display()
             ));
         }

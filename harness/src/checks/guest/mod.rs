@@ -84,6 +84,8 @@ pub struct Runner<'a> {
     pub token: String,
     pub command: Duration,
     pub module_probe: &'a ModuleProbe,
+    /// Start the bpftool dump guest.bpftool reads (false when that check is not run).
+    pub bpftool: bool,
 }
 
 type Step = fn(&Runner<'_>, &mut Machine) -> Result<Check, RunError>;
@@ -165,12 +167,11 @@ pub fn setup(r: &Runner<'_>, m: &mut Machine) -> Result<(), RunError> {
     } else {
         ""
     };
-    m.run(
-        "setup",
-        &format!(
-            "{hide}{plant}(bpftool btf dump file /sys/kernel/btf/vmlinux format c > /tmp/vmlinux.h 2>/tmp/bpftool.err; echo $? > /tmp/bpftool.rc) & BPFTOOL_PID=$!"
-        ),
-        r.command,
-    )?;
+    let dump = if r.bpftool {
+        "(bpftool btf dump file /sys/kernel/btf/vmlinux format c > /tmp/vmlinux.h 2>/tmp/bpftool.err; echo $? > /tmp/bpftool.rc) & BPFTOOL_PID=$!"
+    } else {
+        ":"
+    };
+    m.run("setup", &format!("{hide}{plant}{dump}"), r.command)?;
     Ok(())
 }
