@@ -285,8 +285,11 @@ impl Machine {
         if cmd.contains('\n') {
             return Err(RunError::Console("guest commands are single lines".into()));
         }
+        // Flushed now: a command that prints nothing for a while (`sleep 120`) would otherwise
+        // keep its own line out of the transcript until its output arrives.
         if let Ok(mut log) = self.log.lock() {
             let _ = writeln!(log, "\n[btfgate host] {phase}: {cmd}");
+            let _ = log.flush();
         }
         self.session
             .send_line(cmd)
