@@ -639,8 +639,35 @@ fn configure_refuses_dropped_btf() -> R {
         xtask(&a)
     };
     let dwarf5 = ["--override", "dwarf5.config"];
-    for (n, pahole, version) in [(1, old.as_str(), "120"), (2, "/nonexistent/pahole", "0")] {
-        let o = configure(n, &[&dwarf5[..], &["--pahole", pahole]].concat());
+    let refused = [(1, old.as_str(), "120"), (2, "/nonexistent/pahole", "0")];
+    let controls = [
+        (3, dwarf5.to_vec(), "CONFIG_DEBUG_INFO_DWARF5=y"),
+        (
+            4,
+            vec!["--pahole", old.as_str()],
+            "CONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT=y",
+        ),
+    ];
+    // Each configure builds the kernel's kconfig tools in its own directory (~15 s): run them
+    // side by side, then judge each in order.
+    let (refusals, made) = std::thread::scope(|s| {
+        let r: Vec<_> = refused
+            .iter()
+            .map(|(n, pahole, _)| {
+                s.spawn(|| configure(*n, &[&dwarf5[..], &["--pahole", pahole]].concat()))
+            })
+            .collect();
+        let c: Vec<_> = controls
+            .iter()
+            .map(|(n, args, _)| s.spawn(|| configure(*n, args)))
+            .collect();
+        let join = |h: std::thread::ScopedJoinHandle<'_, _>| h.join().expect("configure thread");
+        (
+            r.into_iter().map(join).collect::<Vec<_>>(),
+            c.into_iter().map(join).collect::<Vec<_>>(),
+        )
+    });
+    for ((_, pahole, version), o) in refused.iter().zip(refusals) {
         expect(&o, 1, &format!("configure with DWARF5 and pahole {pahole}"))?;
         contains(
             &text(&o.stderr),
@@ -652,15 +679,7 @@ fn configure_refuses_dropped_btf() -> R {
         )?;
     }
     // The controls: each leaves a .config with BTF on; its path is all of stdout.
-    for (n, args, dwarf) in [
-        (3, dwarf5.to_vec(), "CONFIG_DEBUG_INFO_DWARF5=y"),
-        (
-            4,
-            vec!["--pahole", old.as_str()],
-            "CONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT=y",
-        ),
-    ] {
-        let o = configure(n, &args);
+    for ((_, args, dwarf), o) in controls.iter().zip(made) {
         expect(&o, 0, &format!("configure {}", args.join(" ")))?;
         let path = text(&o.stdout);
         let cfg = std::fs::read_to_string(path.trim())
