@@ -106,6 +106,13 @@ pub struct CheckOpts {
     /// Budget for the bytes BTF costs the package (e.g. 2MiB, 500k)
     #[arg(long, default_value = "2MiB", value_parser = parse_budget)]
     budget: u64,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+/// Which package signatures are trusted: every command that reads packages takes these.
+#[derive(Args, Clone)]
+pub struct TrustArgs {
     /// Directory of trusted APK signing keys (default: /etc/apk/keys if it exists, else
     /// btfgate's bundled Alpine keys)
     #[arg(long, value_name = "DIR")]
@@ -115,20 +122,26 @@ pub struct CheckOpts {
     allow_untrusted: bool,
 }
 
-pub fn parse_budget(s: &str) -> harness::Result<u64> {
-    harness::size::parse_size(s)
-}
-
-impl CheckOpts {
+impl TrustArgs {
     /// The trust these options ask for: `--keys-dir`, else the default trust
     /// ([`harness::package::apk::trust::resolve`]).
-    fn read_options(&self) -> anyhow::Result<harness::package::ReadOptions> {
+    pub fn read_options(&self) -> anyhow::Result<harness::package::ReadOptions> {
         Ok(harness::package::ReadOptions {
             keys_dir: fetch::keys_dir(self.keys_dir.as_deref())?
                 .dir()
                 .to_path_buf(),
             allow_untrusted: self.allow_untrusted,
         })
+    }
+}
+
+pub fn parse_budget(s: &str) -> harness::Result<u64> {
+    harness::size::parse_size(s)
+}
+
+impl CheckOpts {
+    fn read_options(&self) -> anyhow::Result<harness::package::ReadOptions> {
+        self.trust.read_options()
     }
 }
 

@@ -63,10 +63,8 @@ pub struct MatrixArgs {
     /// Force an accelerator instead of probing KVM and falling back to TCG
     #[arg(long, value_enum)]
     accel: Option<AccelArg>,
-    /// Directory of trusted APK signing keys (default: /etc/apk/keys if it exists, else
-    /// btfgate's bundled Alpine keys)
-    #[arg(long, value_name = "DIR")]
-    keys_dir: Option<PathBuf>,
+    #[command(flatten)]
+    trust: crate::TrustArgs,
     #[command(flatten)]
     mirror: MirrorArgs,
 }
@@ -176,12 +174,7 @@ pub fn run(a: &MatrixArgs) -> Result<u8> {
         ("libbpf-tools", version("libbpf-tools")),
     ]
     .into();
-    let read = harness::package::ReadOptions {
-        keys_dir: crate::fetch::keys_dir(a.keys_dir.as_deref())?
-            .dir()
-            .to_path_buf(),
-        allow_untrusted: false,
-    };
+    let read = a.trust.read_options()?;
     let specs: Vec<String> = if a.packages.is_empty() {
         DEFAULT_PACKAGES.iter().map(|s| s.to_string()).collect()
     } else {

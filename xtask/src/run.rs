@@ -17,6 +17,7 @@ use harness::qemu::machine::RunError;
 use crate::fetch::MirrorArgs;
 use crate::spec;
 use crate::verify::AccelArg;
+use crate::TrustArgs;
 
 /// The exit status when the command ran out of time (as `timeout(1)`).
 pub const EXIT_TIMEOUT: u8 = 124;
@@ -43,13 +44,8 @@ pub struct GuestArgs {
     /// Image recipe in images/ (without .yaml)
     #[arg(long, default_value = "btf")]
     image: String,
-    /// Directory of trusted APK signing keys (default: /etc/apk/keys if it exists, else
-    /// btfgate's bundled Alpine keys)
-    #[arg(long, value_name = "DIR")]
-    keys_dir: Option<PathBuf>,
-    /// Accept unsigned APKs or ones signed by a key not in --keys-dir
-    #[arg(long)]
-    allow_untrusted: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
     #[command(flatten)]
     mirror: MirrorArgs,
 }
@@ -85,13 +81,7 @@ impl GuestArgs {
     /// Installs what the host lacks, resolves and reads the package, and makes a run directory.
     pub fn guest(&self) -> Result<Guest> {
         crate::host::ensure(&crate::host::RUNTIME_PACKAGES)?;
-        let read = harness::package::ReadOptions {
-            keys_dir: crate::fetch::keys_dir(self.keys_dir.as_deref())?
-                .dir()
-                .to_path_buf(),
-            allow_untrusted: self.allow_untrusted,
-        };
-        let r = spec::resolve(&self.package, &self.mirror, &read)?;
+        let r = spec::resolve(&self.package, &self.mirror, &self.trust.read_options()?)?;
         let kernel = Kernel::load_set(&r.parts)?;
         let recipe = Recipe::builtin(&self.image).map_err(anyhow::Error::msg)?;
         let params = guest::Params {
@@ -114,14 +104,43 @@ impl GuestArgs {
     }
 }
 
+impl Guest {
+    /// `<who>: booting <release> (<label>); transcript in <dir>`, on stderr.
+    pub fn say_booting(&self, who: &str) {
+        eprintln!(
+            "{who}: booting {} ({}); transcript in {}",
+            self.kernel.release.as_deref().unwrap_or("?"),
+            self.kernel.label(),
+            self.dir.display()
+        );
+    }
+}
+
+/// Once the guest is up: the accelerator and why, and each module that did not load.
+pub fn say_started(who: &str, accel: &harness::qemu::accel::Choice, module_errors: &[String]) {
+    eprintln!(
+        "{who}: accelerator {} ({})",
+        accel.accel.name(),
+        accel.reason
+    );
+    for e in module_errors {
+        eprintln!("{who}: module not loaded: {e}");
+    }
+}
+
+/// A guest that failed (did not boot, panicked, QEMU exited): the error and the console's
+/// last lines. Returns [`EXIT_GUEST`].
+pub fn say_guest_failed(who: &str, e: &RunError) -> u8 {
+    eprintln!("{who}: the guest failed: {e}");
+    for l in e.tail().lines() {
+        eprintln!("  | {l}");
+    }
+    EXIT_GUEST
+}
+
 pub fn run(a: &RunArgs) -> Result<u8> {
     let g = a.guest.guest()?;
-    eprintln!(
-        "run: booting {} ({}); transcript in {}",
-        g.kernel.release.as_deref().unwrap_or("?"),
-        g.kernel.label(),
-        g.dir.display()
-    );
+    g.say_booting("run");
     let mut stdout = std::io::stdout();
     let mut line = |l: &str| {
         let _ = writeln!(stdout, "{l}");
@@ -137,14 +156,7 @@ pub fn run(a: &RunArgs) -> Result<u8> {
 
 /// Says how the run went (on stderr, apart from the command's output) and gives the exit status.
 fn outcome(ran: &Ran, timeout: u64) -> u8 {
-    eprintln!(
-        "run: accelerator {} ({})",
-        ran.accel.accel.name(),
-        ran.accel.reason
-    );
-    for e in &ran.module_errors {
-        eprintln!("run: module not loaded: {e}");
-    }
+    say_started("run", &ran.accel, &ran.module_errors);
     if !ran.kernel_messages.is_empty() {
         eprintln!("run: kernel messages while the command ran:");
         for l in &ran.kernel_messages {
@@ -160,13 +172,7 @@ fn outcome(ran: &Ran, timeout: u64) -> u8 {
             eprintln!("run: {e} (--timeout {timeout}); QEMU stopped");
             EXIT_TIMEOUT
         }
-        Err(e) => {
-            eprintln!("run: the guest failed: {e}");
-            for l in e.tail().lines() {
-                eprintln!("  | {l}");
-            }
-            EXIT_GUEST
-        }
+        Err(e) => say_guest_failed("run", e),
     };
     eprintln!("run: transcript {}", ran.transcript.display());
     code

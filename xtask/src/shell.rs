@@ -72,32 +72,14 @@ pub fn shell(a: &ShellArgs) -> Result<u8> {
         return Ok(EXIT_NOT_A_TERMINAL);
     }
     let g = a.guest.guest()?;
-    eprintln!(
-        "shell: booting {} ({}); transcript in {}",
-        g.kernel.release.as_deref().unwrap_or("?"),
-        g.kernel.label(),
-        g.dir.display()
-    );
+    g.say_booting("shell");
     let mut s = match Session::open(&g.kernel, &g.recipe, &g.params, &g.dir)
         .with_context(|| format!("shell in the guest of {}", g.described))?
     {
         Ok(s) => s,
-        Err(f) => {
-            eprintln!("shell: the guest failed: {}", f.error);
-            for l in f.error.tail().lines() {
-                eprintln!("  | {l}");
-            }
-            return Ok(crate::run::EXIT_GUEST);
-        }
+        Err(f) => return Ok(crate::run::say_guest_failed("shell", &f.error)),
     };
-    eprintln!(
-        "shell: accelerator {} ({})",
-        s.accel.accel.name(),
-        s.accel.reason
-    );
-    for e in &s.module_errors {
-        eprintln!("shell: module not loaded: {e}");
-    }
+    crate::run::say_started("shell", &s.accel, &s.module_errors);
     eprintln!("shell: Ctrl-] leaves (QEMU is stopped); so does `exit` in the guest's shell");
     // Keys are read on their own thread (a blocking read); it ends with the program.
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
