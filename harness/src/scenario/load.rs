@@ -14,6 +14,10 @@ pub struct Loaded {
     /// The trial name stem: the path under the scenarios directory, without `.yaml`.
     pub stem: String,
     pub scenario: Scenario,
+    /// Its `guest.run` commands, built (regular expressions compiled) once when it loads, and
+    /// the host paths they copy into `/work`.
+    pub user: Vec<UserCommand>,
+    pub copies: Vec<PathBuf>,
 }
 
 /// Every scenario of a directory and the targets they run against.
@@ -68,7 +72,7 @@ fn at<T>(file: &Path, v: &serde_saphyr::Spanned<T>, msg: impl std::fmt::Display)
 /// into `/work` (relative to the scenario file). Every problem is returned, each located:
 /// an empty list, an empty or multi-line command, an invalid regular expression, a copy that
 /// does not exist, a zero timeout.
-pub fn user_commands(
+fn user_commands(
     file: &Path,
     list: &serde_saphyr::Spanned<Vec<UserRun>>,
 ) -> Result<(Vec<UserCommand>, Vec<PathBuf>), Vec<String>> {
@@ -252,9 +256,11 @@ pub fn load(dir: &Path) -> Result<Suite, Vec<String>> {
                 ));
             }
         }
+        let (mut user, mut copies) = (Vec::new(), Vec::new());
         if let Some(list) = &sc.checks.guest_run {
-            if let Err(e) = user_commands(&file, list) {
-                errors.extend(e);
+            match user_commands(&file, list) {
+                Ok((u, c)) => (user, copies) = (u, c),
+                Err(e) => errors.extend(e),
             }
         }
         if sc.expect == Expect::Fail && sc.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
@@ -279,6 +285,8 @@ pub fn load(dir: &Path) -> Result<Suite, Vec<String>> {
             file,
             stem,
             scenario: sc,
+            user,
+            copies,
         });
     }
     match (errors.is_empty(), targets) {
@@ -455,11 +463,10 @@ mod tests {
         let fixed = "targets: [t1]\nexpect: pass\nchecks:\n  guest.run:\n    - command: bpftrace probe.bt\n      copy: [probe.bt]\n      expect_output: \"^@x: [1-9]\"\n";
         write(d.path(), "runtime/one.yaml", fixed);
         let s = load(d.path()).unwrap();
-        let list = s.scenarios[0].scenario.checks.guest_run.as_ref().unwrap();
-        let (cmds, copies) = user_commands(&s.scenarios[0].file, list).unwrap();
+        let (cmds, copies) = (&s.scenarios[0].user, &s.scenarios[0].copies);
         assert_eq!(cmds[0].line, "bpftrace probe.bt");
         assert!(cmds[0].origin.ends_with("one.yaml:5"), "{}", cmds[0].origin);
-        assert_eq!(copies, [d.path().join("runtime/probe.bt")]);
+        assert_eq!(*copies, [d.path().join("runtime/probe.bt")]);
         // An empty list is refused.
         write(
             d.path(),

@@ -106,11 +106,9 @@ pub fn run(
                 p.deadlines.command = Duration::from_secs(t);
             }
         }
-        if let Some(list) = &c.guest_run {
-            let (cmds, copies) = super::load::user_commands(&sc.file, list)
-                .map_err(|e| crate::Error::failed("scenario", e.join("\n")))?;
-            p.user = cmds;
-            p.extra = guest::copy_nodes(&copies)?;
+        if c.guest_run.is_some() {
+            p.user = sc.user.clone();
+            p.extra = guest::copy_nodes(&sc.copies)?;
         }
         let dir = crate::paths::cache_dir()
             .join("trials")
