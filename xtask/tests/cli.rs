@@ -817,18 +817,7 @@ fn run_status_and_timeout() -> R {
         "echo hello from $(uname -r) in $(pwd); ls /sys/kernel/btf/vmlinux; exit 3\n",
     )?;
     let script = script.to_string_lossy().into_owned();
-    let o = xtask(&[
-        "run",
-        "--package",
-        "target:tiny-btf",
-        "--accel",
-        "tcg",
-        "--copy",
-        &script,
-        "--",
-        "sh",
-        "repro.sh",
-    ]);
+    let o = run_tcg("target:tiny-btf", &["--copy", &script], &["sh", "repro.sh"]);
     expect(&o, 3, "run of a script exiting 3")?;
     contains(
         &text(&o.stdout),
@@ -844,18 +833,7 @@ fn run_status_and_timeout() -> R {
     if text(&o.stdout).contains("@@BTFGATE") {
         return Err("the console's markers leaked into the output".into());
     }
-    let o = xtask(&[
-        "run",
-        "--package",
-        "target:tiny-btf",
-        "--accel",
-        "tcg",
-        "--timeout",
-        "3",
-        "--",
-        "sleep",
-        "60",
-    ]);
+    let o = run_tcg("target:tiny-btf", &["--timeout", "3"], &["sleep", "60"]);
     expect(&o, 124, "run past its timeout")?;
     let err = text(&o.stderr);
     contains(
@@ -871,21 +849,31 @@ fn run_status_and_timeout() -> R {
     Ok(())
 }
 
+/// `cargo xtask run --package SPEC --accel tcg OPTS… -- CMD…`, run to its end.
+fn run_tcg(spec: &str, opts: &[&str], cmd: &[&str]) -> Output {
+    let args = [
+        &["run", "--package", spec, "--accel", "tcg"][..],
+        opts,
+        &["--"],
+        cmd,
+    ]
+    .concat();
+    xtask(&args)
+}
+
 /// The acceptance one-liner: bpftrace's kfunc on the cloud kernel, without headers, through
 /// `run`: its output on stdout, exit 0.
 fn run_bpftrace_on_cloud() -> R {
     let pkg = host_kernel(Flavor::Cloud)?;
-    let o = xtask(&[
-        "run",
-        "--package",
+    let o = run_tcg(
         &pkg.to_string_lossy(),
-        "--accel",
-        "tcg",
-        "--",
-        "bpftrace",
-        "-e",
-        "kfunc:vmlinux:vfs_read { @[comm] = count(); exit(); }",
-    ]);
+        &[],
+        &[
+            "bpftrace",
+            "-e",
+            "kfunc:vmlinux:vfs_read { @[comm] = count(); exit(); }",
+        ],
+    );
     expect(&o, 0, "run bpftrace")?;
     contains(
         &text(&o.stdout),
@@ -1303,11 +1291,15 @@ fn main() -> std::process::ExitCode {
         Trial::test("fetch::alpine_list_and_exit_codes", fetch_alpine_cli),
         &harness::fixtures::alpine_dir(),
     ));
-    let tiny_runtime = target("tiny-btf").and_then(|p| {
-        harness::fixtures::runtime_tools()
-            .map(|()| p)
-            .map_err(|e| e.to_string())
-    });
+    // A source-built target that boots: the target is built and the host has QEMU and the tools.
+    let runtime_target = |name: &str| {
+        target(name).and_then(|p| {
+            harness::fixtures::runtime_tools()
+                .map(|()| p)
+                .map_err(|e| e.to_string())
+        })
+    };
+    let tiny_runtime = runtime_target("tiny-btf");
     trials.push(needs(
         Trial::test("run::status_copy_and_timeout", run_status_and_timeout),
         &tiny_runtime,
@@ -1327,11 +1319,7 @@ fn main() -> std::process::ExitCode {
         Trial::test("shell::prompt_command_and_leaving", shell_on_a_terminal),
         &tiny_runtime,
     ));
-    let nobtf_runtime = target("tiny-nobtf").and_then(|p| {
-        harness::fixtures::runtime_tools()
-            .map(|()| p)
-            .map_err(|e| e.to_string())
-    });
+    let nobtf_runtime = runtime_target("tiny-nobtf");
     trials.push(needs(
         Trial::test("matrix::nobtf_tools_fail", matrix_nobtf_fails),
         &nobtf_runtime,
