@@ -29,23 +29,27 @@ pub fn count() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+const PHASE: &str = "VM slot";
+
 /// Takes a free slot under `dir`, waiting until `deadline` for one; `Err` says why not.
-pub fn acquire_in(dir: &Path, slots: usize, deadline: Instant) -> Result<Slot, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+pub fn acquire_in(dir: &Path, slots: usize, deadline: Instant) -> crate::Result<Slot> {
+    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, PHASE, e))?;
     let t0 = Instant::now();
     let files = (0..slots.max(1))
         .map(|i| {
             let p = dir.join(format!("vm-{i}.lock"));
-            File::create(&p).map_err(|e| format!("open {}: {e}", p.display()))
+            File::create(&p).map_err(|e| crate::Error::io(&p, PHASE, e))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<crate::Result<Vec<_>>>()?;
     let mut files: Vec<Option<File>> = files.into_iter().map(Some).collect();
     loop {
         for (index, f) in files.iter_mut().enumerate() {
             let Some(file) = f.as_ref() else { continue };
             match file.try_lock() {
                 Ok(()) => {
-                    let file = f.take().ok_or("slot file taken twice")?;
+                    let file = f
+                        .take()
+                        .ok_or_else(|| crate::Error::failed(PHASE, "slot file taken twice"))?;
                     return Ok(Slot {
                         _file: file,
                         index,
@@ -54,19 +58,23 @@ pub fn acquire_in(dir: &Path, slots: usize, deadline: Instant) -> Result<Slot, S
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {}
                 Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(format!(
-                        "lock {}: {e}",
-                        dir.join(format!("vm-{index}.lock")).display()
+                    return Err(crate::Error::io(
+                        &dir.join(format!("vm-{index}.lock")),
+                        PHASE,
+                        e,
                     ))
                 }
             }
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "all {slots} VM slots in {} stayed taken for {:.0} s (other guests are running; \
-                 BTFGATE_VMS sets how many may run at once)",
-                dir.display(),
-                t0.elapsed().as_secs_f64()
+            return Err(crate::Error::failed(
+                PHASE,
+                format!(
+                    "all {slots} VM slots in {} stayed taken for {:.0} s (other guests are \
+                     running; BTFGATE_VMS sets how many may run at once)",
+                    dir.display(),
+                    t0.elapsed().as_secs_f64()
+                ),
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -74,7 +82,7 @@ pub fn acquire_in(dir: &Path, slots: usize, deadline: Instant) -> Result<Slot, S
 }
 
 /// [`acquire_in`] under btfgate's cache, with [`count`] slots.
-pub fn acquire(deadline: Instant) -> Result<Slot, String> {
+pub fn acquire(deadline: Instant) -> crate::Result<Slot> {
     acquire_in(&crate::paths::cache_dir().join("locks"), count(), deadline)
 }
 
@@ -90,7 +98,7 @@ mod tests {
         let b = acquire_in(dir.path(), 2, soon()).unwrap();
         assert_ne!(a.index, b.index);
         // Both taken: the third waits out its deadline and says why.
-        let e = acquire_in(dir.path(), 2, soon()).unwrap_err();
+        let e = acquire_in(dir.path(), 2, soon()).unwrap_err().to_string();
         assert!(e.contains("all 2 VM slots"), "{e}");
         drop(a);
         let c = acquire_in(dir.path(), 2, soon()).unwrap();
