@@ -293,7 +293,7 @@ fn measure_runtime(
     rounds: usize,
 ) -> Result<Measured> {
     let opts = harness::package::ReadOptions::default();
-    let kernel = harness::kernel::Kernel::load(&pkg, &opts)?;
+    let kernel = harness::kernel::Kernel::load(pkg, &opts)?;
     let recipe = harness::image::Recipe::builtin("btf").map_err(anyhow::Error::msg)?;
     let scratch = tempfile::tempdir().context("create a scratch directory")?;
     let params = harness::guest::Params {
