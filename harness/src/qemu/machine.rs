@@ -143,16 +143,18 @@ fn regex(s: &str) -> Result<Regex, RunError> {
 }
 
 impl Machine {
-    /// Takes a VM slot (waiting at most the run's total deadline: see [`super::slot`]), starts
-    /// QEMU with `spec`, writing `console.log` and `qemu.stderr` into `dir`, and waits for the
-    /// init's ready marker. The boot deadline counts from QEMU's start, not from the wait.
+    /// Takes a VM slot (waiting at most [`super::slot::WAIT`]), starts QEMU with `spec`,
+    /// writing `console.log` and `qemu.stderr` into `dir`, and waits for the init's ready
+    /// marker. The deadlines count from QEMU's start, not from the wait: a short boot (the KVM
+    /// probe's) must not fail because other guests held the slots.
     pub fn boot(qemu: &Path, spec: &Spec, dir: &Path, d: &Deadlines) -> Result<Machine, RunError> {
-        let slot =
-            super::slot::acquire(Instant::now() + d.total).map_err(|e| RunError::Timeout {
+        let slot = super::slot::acquire(Instant::now() + super::slot::WAIT).map_err(|e| {
+            RunError::Timeout {
                 phase: format!("waiting for a VM slot: {e}"),
                 after: Duration::ZERO,
                 tail: String::new(),
-            })?;
+            }
+        })?;
         let transcript = dir.join("console.log");
         let stderr_log = dir.join("qemu.stderr");
         let args = argv(spec);

@@ -31,6 +31,10 @@ pub fn count() -> usize {
 
 const PHASE: &str = "VM slot";
 
+/// How long a boot waits for a free slot: longer than any guest's whole run (15 min by
+/// default), so only a stuck holder makes it fail.
+pub const WAIT: Duration = Duration::from_secs(20 * 60);
+
 /// Takes a free slot under `dir`, waiting until `deadline` for one; `Err` says why not.
 pub fn acquire_in(dir: &Path, slots: usize, deadline: Instant) -> crate::Result<Slot> {
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, PHASE, e))?;
