@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 pub struct Slot {
     _file: File,
     pub index: usize,
-    /// How long the caller waited for it.
-    pub waited: Duration,
 }
 
 /// How many guests may run at once here.
@@ -38,7 +36,7 @@ pub const WAIT: Duration = Duration::from_secs(20 * 60);
 /// Takes a free slot under `dir`, waiting until `deadline` for one; `Err` says why not.
 pub fn acquire_in(dir: &Path, slots: usize, deadline: Instant) -> crate::Result<Slot> {
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, PHASE, e))?;
-    let t0 = Instant::now();
+    let started = Instant::now();
     let files = (0..slots.max(1))
         .map(|i| {
             let p = dir.join(format!("vm-{i}.lock"));
@@ -54,11 +52,7 @@ pub fn acquire_in(dir: &Path, slots: usize, deadline: Instant) -> crate::Result<
                     let file = f
                         .take()
                         .ok_or_else(|| crate::Error::failed(PHASE, "slot file taken twice"))?;
-                    return Ok(Slot {
-                        _file: file,
-                        index,
-                        waited: t0.elapsed(),
-                    });
+                    return Ok(Slot { _file: file, index });
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {}
                 Err(std::fs::TryLockError::Error(e)) => {
@@ -77,7 +71,7 @@ pub fn acquire_in(dir: &Path, slots: usize, deadline: Instant) -> crate::Result<
                     "all {slots} VM slots in {} stayed taken for {:.0} s (other guests are \
                      running; BTFGATE_VMS sets how many may run at once)",
                     dir.display(),
-                    t0.elapsed().as_secs_f64()
+                    started.elapsed().as_secs_f64()
                 ),
             ));
         }
