@@ -82,7 +82,10 @@ const FLOOR: u64 = 1 << 30;
 /// an hour later as a compiler crash ("No space left on device") in the middle of a link.
 fn disk_room() -> Result<()> {
     let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
-    let target = harness::paths::workspace_root().join("target");
+    // Where cargo builds: `$CARGO_TARGET_DIR` when set, else the workspace's `target/`.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| harness::paths::workspace_root().join("target"));
     let cache = harness::paths::cache_dir();
     let mut need = 0;
     let mut room = Vec::new();
