@@ -232,6 +232,20 @@ fn bench_runtime(packages: Vec<PathBuf>, accel: &str, rounds: usize) -> Result<(
     } else {
         packages
     };
+    let qemu = harness::guest::qemu_binary();
+    let version = harness::qemu::accel::qemu_version(&qemu);
+    let cpus = harness::qemu::args::default_cpus(accel, version);
+    println!(
+        "{} {}: {cpus} vCPU under {}{}",
+        qemu.display(),
+        version.map_or("(version unknown)".to_string(), |(a, b)| format!("{a}.{b}")),
+        accel.name(),
+        if cpus == 1 && accel == Accel::Tcg {
+            " (QEMU 10.0 or newer gets two; Debian 12: qemu-system-x86 from bookworm-backports)"
+        } else {
+            ""
+        }
+    );
     let mut ratios = Vec::new();
     let (mut verdicts, mut lockups) = (0, Vec::new());
     for pkg in &packages {
@@ -277,14 +291,20 @@ struct Measured {
     lockups: Vec<String>,
 }
 
-/// The kernel's report lines of a soft lockup or stall in a transcript.
-fn lockups_in(transcript: &Path) -> Vec<String> {
-    let text = std::fs::read(transcript).unwrap_or_default();
-    String::from_utf8_lossy(&text)
+/// The kernel's report lines of a soft lockup or stall in a transcript. A verdict whose
+/// transcript cannot be read is not counted as clean: that is an error.
+fn lockups_in(transcript: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read(transcript).with_context(|| {
+        format!(
+            "soak: read the console transcript {} to search it for lockups",
+            transcript.display()
+        )
+    })?;
+    Ok(String::from_utf8_lossy(&text)
         .lines()
         .filter(|l| LOCKUP.iter().any(|w| l.contains(w)))
         .map(|l| format!("{}: {}", transcript.display(), l.trim()))
-        .collect()
+        .collect())
 }
 
 fn measure_runtime(
@@ -303,7 +323,7 @@ fn measure_runtime(
     // Warm the caches (unpacked kernel, image) so both sides measure booting, not building.
     let warm = harness::guest::verify(&kernel, &recipe, &params, &scratch.path().join("warm"))
         .map_err(anyhow::Error::msg)?;
-    let mut lockups = lockups_in(&warm.transcript);
+    let mut lockups = lockups_in(&warm.transcript)?;
     // Interleaved rounds, so that a noisy stretch of the host weighs on both sides.
     let mut floors = Vec::new();
     let mut runs = Vec::new();
@@ -325,7 +345,7 @@ fn measure_runtime(
             &scratch.path().join(format!("run-{i}")),
         )
         .map_err(anyhow::Error::msg)?;
-        lockups.extend(lockups_in(&rep.transcript));
+        lockups.extend(lockups_in(&rep.transcript)?);
         runs.push((t0.elapsed().as_secs_f64(), rep));
     }
     let floor = median(&mut floors);
@@ -374,4 +394,36 @@ fn measure_runtime(
         verdicts: rounds + 1,
         lockups,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soak_counts_lockups_and_stalls_and_refuses_a_missing_transcript() {
+        let dir = tempfile::tempdir().unwrap();
+        let clean = dir.path().join("clean.log");
+        std::fs::write(
+            &clean,
+            "[    0.000000] Linux version 6.1.0\n@@BTFGATE-READY 6.1.0@@\n@@BTFGATE-RC 0@@\n",
+        )
+        .unwrap();
+        assert!(lockups_in(&clean).unwrap().is_empty());
+        // The kernel's own words, as a two-vCPU TCG guest printed them.
+        let locked = dir.path().join("locked.log");
+        std::fs::write(
+            &locked,
+            "[   31.402110] watchdog: BUG: soft lockup - CPU#1 stuck for 26s! [execsnoop:212]\n\
+             [   31.402200] RIP: 0010:asm_exc_int3+0x0/0x40\n\
+             [   52.101000] rcu: INFO: rcu_preempt self-detected stall on CPU\n",
+        )
+        .unwrap();
+        let found = lockups_in(&locked).unwrap();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("soft lockup - CPU#1"), "{found:?}");
+        assert!(found[1].contains("self-detected stall"), "{found:?}");
+        let err = lockups_in(&dir.path().join("absent.log")).unwrap_err();
+        assert!(format!("{err:#}").contains("absent.log"), "{err:#}");
+    }
 }

@@ -39,7 +39,7 @@ pub fn boot_floor(k: &Kernel, recipe: &Recipe, accel: Accel, dir: &Path) -> Resu
         initrd,
         append: Vec::new(),
         memory_mb: 2048,
-        cpus: default_cpus(accel),
+        cpus: default_cpus(accel, crate::qemu::accel::qemu_version(&qemu_binary())),
         name: qemu_name(dir),
     };
     let args = crate::qemu::args::argv(&spec);

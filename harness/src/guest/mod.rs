@@ -53,7 +53,7 @@ pub struct Params {
     pub append: Vec<String>,
     pub deadlines: Deadlines,
     pub memory_mb: u32,
-    /// vCPUs (`None`: [`crate::qemu::args::default_cpus`] of the accelerator used).
+    /// vCPUs (`None`: [`crate::qemu::args::default_cpus`] of the accelerator and QEMU used).
     pub cpus: Option<u32>,
     /// Called with each phase name as it starts (progress display).
     pub progress: Option<fn(&str, Duration)>,
@@ -225,7 +225,8 @@ pub(crate) fn start(
     let t = phases.begin("prepare image");
     let prep = prepare(k, recipe, params)?;
     phases.mark("prepare image", t);
-    let cpus = |a: Accel| params.cpus.unwrap_or(default_cpus(a));
+    let version = accel::qemu_version(&qemu_binary());
+    let cpus = |a: Accel| params.cpus.unwrap_or(default_cpus(a, version));
     // The spec as the KVM probe boots it; the accelerator chosen then decides.
     let mut spec = Spec {
         accel: Accel::Kvm,
@@ -324,6 +325,7 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
     let mut checks = vec![gc::booted(&m, &spec)];
     let run = gc::Runner {
         bpftool: wants(gc::BPFTOOL),
+        bpftrace: wants(gc::BPFTRACE),
         prep: &prep,
         k,
         hide_sysfs_btf: params.hide_sysfs_btf,
@@ -350,13 +352,7 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
             continue;
         }
         let t = ph.begin(name);
-        let result = step(&run, &mut m).and_then(|c| {
-            if name == gc::BTF_MODULES && wants(gc::BPFTRACE) {
-                gc::start_bpftrace(&run, &mut m)?;
-            }
-            Ok(c)
-        });
-        match result {
+        match step(&run, &mut m) {
             Ok(c) if listed => checks.push(c),
             Ok(_) => {}
             Err(e) => {

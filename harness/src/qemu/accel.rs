@@ -15,6 +15,21 @@ pub struct Choice {
     pub reason: String,
 }
 
+/// The version of the QEMU at `qemu`, asked once per process (`--version`); `None` when it
+/// cannot tell (the guest then gets the vCPUs of the oldest QEMU, see
+/// [`super::args::default_cpus`]).
+pub fn qemu_version(qemu: &Path) -> Option<(u32, u32)> {
+    static VERSION: OnceLock<Option<(u32, u32)>> = OnceLock::new();
+    *VERSION.get_or_init(|| {
+        crate::process::Cmd::new(qemu, Duration::from_secs(20))
+            .arg("--version")
+            .quiet()
+            .read()
+            .ok()
+            .and_then(|out| super::args::parse_version(&out))
+    })
+}
+
 /// Probes KVM once per process by booting `spec` (a small image) with it under a short
 /// deadline; falls back to TCG with the reason.
 pub fn probe(qemu: &Path, spec: &Spec, dir: &Path) -> Choice {

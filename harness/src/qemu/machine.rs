@@ -148,13 +148,14 @@ impl Machine {
     /// marker. The deadlines count from QEMU's start, not from the wait: a short boot (the KVM
     /// probe's) must not fail because other guests held the slots.
     pub fn boot(qemu: &Path, spec: &Spec, dir: &Path, d: &Deadlines) -> Result<Machine, RunError> {
-        let slot = super::slot::acquire(Instant::now() + super::slot::WAIT).map_err(|e| {
-            RunError::Timeout {
-                phase: format!("waiting for a VM slot: {e}"),
-                after: Duration::ZERO,
-                tail: String::new(),
-            }
-        })?;
+        let slot =
+            super::slot::acquire(spec.cpus, Instant::now() + super::slot::WAIT).map_err(|e| {
+                RunError::Timeout {
+                    phase: format!("waiting for a VM slot: {e}"),
+                    after: Duration::ZERO,
+                    tail: String::new(),
+                }
+            })?;
         let transcript = dir.join("console.log");
         let stderr_log = dir.join("qemu.stderr");
         let args = argv(spec);

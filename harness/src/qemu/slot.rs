@@ -3,19 +3,22 @@
 //! a CI job). A slot is an advisory lock on `<cache>/locks/vm-<i>.lock`; the kernel drops it
 //! when the holder's process ends, whatever way it ends, so a crash never leaks one.
 //!
-//! The number is `$BTFGATE_VMS`, else the host's cores: each guest has one vCPU and under
-//! TCG keeps one host core busy, so more guests than cores only slow every one of them down
-//! (and stretch the guests' own timers towards their soft-lockup warnings).
+//! The number is `$BTFGATE_VMS`, else the host's cores, and a guest holds one slot per vCPU
+//! (at most all of them): under TCG each vCPU keeps one host core busy, so more vCPUs than
+//! cores only slow every guest down (and stretch the guests' own timers towards their
+//! soft-lockup warnings). A guest takes its slots all at once or none, so two guests never
+//! each hold half of what the other waits for.
 
 use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A held slot; dropping it frees the slot.
+/// Held slots; dropping them frees them.
 #[derive(Debug)]
 pub struct Slot {
-    _file: File,
-    pub index: usize,
+    _files: Vec<File>,
+    /// The slot numbers held, in order.
+    pub indices: Vec<usize>,
 }
 
 /// How many guests may run at once here.
@@ -33,8 +36,9 @@ const PHASE: &str = "VM slot";
 /// default), so only a stuck holder makes it fail.
 pub const WAIT: Duration = Duration::from_secs(20 * 60);
 
-/// Takes a free slot under `dir`, waiting until `deadline` for one; `Err` says why not.
-pub fn acquire_in(dir: &Path, slots: usize, deadline: Instant) -> crate::Result<Slot> {
+/// Takes `want` free slots of the `slots` under `dir` (at most all of them), waiting until
+/// `deadline`; `Err` says why not.
+pub fn acquire_in(dir: &Path, slots: usize, want: usize, deadline: Instant) -> crate::Result<Slot> {
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, PHASE, e))?;
     let started = Instant::now();
     let files = (0..slots.max(1))
@@ -43,33 +47,49 @@ pub fn acquire_in(dir: &Path, slots: usize, deadline: Instant) -> crate::Result<
             File::create(&p).map_err(|e| crate::Error::io(&p, PHASE, e))
         })
         .collect::<crate::Result<Vec<_>>>()?;
-    let mut files: Vec<Option<File>> = files.into_iter().map(Some).collect();
+    let want = want.clamp(1, files.len());
     loop {
-        for (index, f) in files.iter_mut().enumerate() {
-            let Some(file) = f.as_ref() else { continue };
+        let mut held = Vec::new();
+        for (index, file) in files.iter().enumerate() {
+            if held.len() == want {
+                break;
+            }
             match file.try_lock() {
-                Ok(()) => {
-                    let file = f
-                        .take()
-                        .ok_or_else(|| crate::Error::failed(PHASE, "slot file taken twice"))?;
-                    return Ok(Slot { _file: file, index });
-                }
+                Ok(()) => held.push(index),
                 Err(std::fs::TryLockError::WouldBlock) => {}
                 Err(std::fs::TryLockError::Error(e)) => {
+                    unlock(&files, &held);
                     return Err(crate::Error::io(
                         &dir.join(format!("vm-{index}.lock")),
                         PHASE,
                         e,
-                    ))
+                    ));
                 }
             }
         }
+        if held.len() == want {
+            let mut files: Vec<Option<File>> = files.into_iter().map(Some).collect();
+            let taken = held
+                .iter()
+                .map(|i| {
+                    files[*i]
+                        .take()
+                        .ok_or_else(|| crate::Error::failed(PHASE, "slot file taken twice"))
+                })
+                .collect::<crate::Result<Vec<File>>>()?;
+            return Ok(Slot {
+                _files: taken,
+                indices: held,
+            });
+        }
+        // All or none: give back what this pass took.
+        unlock(&files, &held);
         if Instant::now() >= deadline {
             return Err(crate::Error::failed(
                 PHASE,
                 format!(
-                    "all {slots} VM slots in {} stayed taken for {:.0} s (other guests are \
-                     running; BTFGATE_VMS sets how many may run at once)",
+                    "{want} of the {slots} VM slots in {} did not come free in {:.0} s (other \
+                     guests are running; BTFGATE_VMS sets how many vCPUs may run at once)",
                     dir.display(),
                     started.elapsed().as_secs_f64()
                 ),
@@ -79,9 +99,23 @@ pub fn acquire_in(dir: &Path, slots: usize, deadline: Instant) -> crate::Result<
     }
 }
 
-/// [`acquire_in`] under btfgate's cache, with [`count`] slots.
-pub fn acquire(deadline: Instant) -> crate::Result<Slot> {
-    acquire_in(&crate::paths::cache_dir().join("locks"), count(), deadline)
+fn unlock(files: &[File], held: &[usize]) {
+    for i in held {
+        if let Some(f) = files.get(*i) {
+            let _ = f.unlock();
+        }
+    }
+}
+
+/// [`acquire_in`] under btfgate's cache: [`count`] slots, one per vCPU of the guest.
+pub fn acquire(vcpus: u32, deadline: Instant) -> crate::Result<Slot> {
+    let want = usize::try_from(vcpus).unwrap_or(usize::MAX);
+    acquire_in(
+        &crate::paths::cache_dir().join("locks"),
+        count(),
+        want,
+        deadline,
+    )
 }
 
 #[cfg(test)]
@@ -92,15 +126,41 @@ mod tests {
     fn slots_are_exclusive_and_freed_on_drop() {
         let dir = tempfile::tempdir().unwrap();
         let soon = || Instant::now() + Duration::from_millis(300);
-        let a = acquire_in(dir.path(), 2, soon()).unwrap();
-        let b = acquire_in(dir.path(), 2, soon()).unwrap();
-        assert_ne!(a.index, b.index);
+        let a = acquire_in(dir.path(), 2, 1, soon()).unwrap();
+        let b = acquire_in(dir.path(), 2, 1, soon()).unwrap();
+        assert_ne!(a.indices, b.indices);
         // Both taken: the third waits out its deadline and says why.
-        let e = acquire_in(dir.path(), 2, soon()).unwrap_err().to_string();
-        assert!(e.contains("all 2 VM slots"), "{e}");
+        let e = acquire_in(dir.path(), 2, 1, soon())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 of the 2 VM slots"), "{e}");
         drop(a);
-        let c = acquire_in(dir.path(), 2, soon()).unwrap();
-        assert_eq!(c.index, 0);
+        let c = acquire_in(dir.path(), 2, 1, soon()).unwrap();
+        assert_eq!(c.indices, vec![0]);
         drop((b, c));
+    }
+
+    #[test]
+    fn a_guest_takes_one_slot_per_vcpu_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let soon = || Instant::now() + Duration::from_millis(300);
+        let one = acquire_in(dir.path(), 3, 1, soon()).unwrap();
+        let two = acquire_in(dir.path(), 3, 2, soon()).unwrap();
+        assert_eq!(
+            (one.indices.clone(), two.indices.clone()),
+            (vec![0], vec![1, 2])
+        );
+        drop(one);
+        // One slot is free, two are wanted: none is kept while waiting.
+        let e = acquire_in(dir.path(), 3, 2, soon())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 of the 3 VM slots"), "{e}");
+        let again = acquire_in(dir.path(), 3, 1, soon()).unwrap();
+        assert_eq!(again.indices, vec![0]);
+        drop((two, again));
+        // More vCPUs than slots: all the slots, not a wait that can never end.
+        let all = acquire_in(dir.path(), 2, 4, soon()).unwrap();
+        assert_eq!(all.indices, vec![0, 1]);
     }
 }

@@ -13,8 +13,9 @@ pub use btf::judge_btf_modules;
 use btf::{btf_modules, btf_vmlinux};
 use dmesg::dmesg;
 pub use dmesg::judge_dmesg;
+use tools::bpftrace_start;
 use tools::{bpftool, bpftrace, core};
-pub use tools::{judge_bpftrace, judge_core, start_bpftrace};
+pub use tools::{judge_bpftrace, judge_core};
 pub use user::{judge as judge_user, Seen, UserCommand};
 
 use std::time::Duration;
@@ -86,12 +87,14 @@ pub struct Runner<'a> {
     pub module_probe: &'a ModuleProbe,
     /// Start the bpftool dump guest.bpftool reads (false when that check is not run).
     pub bpftool: bool,
+    /// Start the bpftrace probes guest.bpftrace reads (false when that check is not run).
+    pub bpftrace: bool,
 }
 
 type Step = fn(&Runner<'_>, &mut Machine) -> Result<Check, RunError>;
 
-/// The checks after boot, in order. bpftrace is started right after the modules load (see
-/// [`start_bpftrace`]) and collected after the checks that run meanwhile.
+/// The checks after boot, in order. bpftrace and the bpftool dump are started by [`setup`] and
+/// collected after the checks that run meanwhile.
 pub const STEPS: [(&str, Step); 6] = [
     (BTF_MODULES, btf_modules),
     (BTF_VMLINUX, btf_vmlinux),
@@ -152,9 +155,9 @@ fn missing_end(out: &str, phase: &str, marker: &str) -> Option<String> {
 const VMLINUX_SHA: &str =
     "[ -s /tmp/btfvm.sha ] || sha256sum /sys/kernel/btf/vmlinux > /tmp/btfvm.sha";
 
-/// Runs before the checks: hides sysfs BTF for the control, then starts the bpftool dump in
-/// the background so that it overlaps with the module and bpftrace checks (its result is read
-/// by the bpftool check).
+/// Runs before the checks, in one command: hides sysfs BTF or plants headers for the controls,
+/// then starts bpftrace and the bpftool dump in the background so that they overlap with the
+/// other checks (guest.bpftrace and guest.bpftool read their results).
 pub fn setup(r: &Runner<'_>, m: &mut Machine) -> Result<(), RunError> {
     let hide = if r.hide_sysfs_btf {
         "mount -t tmpfs none /sys/kernel/btf; "
@@ -172,6 +175,15 @@ pub fn setup(r: &Runner<'_>, m: &mut Machine) -> Result<(), RunError> {
     } else {
         ":"
     };
-    m.run("setup", &format!("{hide}{plant}{dump}"), r.command)?;
+    let bpftrace = if r.bpftrace {
+        bpftrace_start(r)
+    } else {
+        String::new()
+    };
+    m.run(
+        "setup",
+        &format!("{hide}{plant}{bpftrace}{dump}"),
+        r.command,
+    )?;
     Ok(())
 }

@@ -30,16 +30,17 @@ fn bpftrace_script(r: &Runner<'_>) -> (bool, String, String) {
         ));
         done.push_str(&format!(" && @{} == 1", probe.function));
     }
-    prog.push_str(&format!(" interval:ms:200 {{ if ({done}) {{ exit(); }} }}"));
-    // busybox cat uses sendfile; read/dd call vfs_read; the probe's workload runs its function.
+    prog.push_str(&format!(" interval:ms:100 {{ if ({done}) {{ exit(); }} }}"));
+    // The shell's own `read` calls vfs_read without starting a program (busybox cat would use
+    // sendfile); the probe's workload runs its function. Under TCG every program started costs
+    // CPU the tools running beside it need.
     let module_work = if loaded {
         format!("{}; ", probe.workload)
     } else {
         String::new()
     };
-    let workload = format!(
-        "(while :; do read x < /proc/version; dd if=/proc/version of=/dev/null 2>/dev/null; {module_work}sleep 0.3; done) & W=$!"
-    );
+    let workload =
+        format!("(while :; do read x < /proc/version; {module_work}sleep 0.3; done) & W=$!");
     let limit = r.command.as_secs().saturating_sub(10).max(10);
     let cmd = format!(
         "{HEADERS_PROBE}; {workload}; timeout -s INT {limit} bpftrace -e '{prog}' 2>&1; echo \"BT_RC $?\"; kill $W; {HEADERS_PROBE}; echo {BPFTRACE_END}"
@@ -47,16 +48,19 @@ fn bpftrace_script(r: &Runner<'_>) -> (bool, String, String) {
     (loaded, fired, cmd)
 }
 
-/// Starts the bpftrace probes in the background once the modules are loaded, so that they run
-/// while the other checks do; [`bpftrace`] collects the result.
-pub fn start_bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<(), RunError> {
-    let (_, _, cmd) = bpftrace_script(r);
-    m.run(
-        "start bpftrace",
-        &format!("( {cmd} ) > /tmp/bt.out 2>&1 & BT_PID=$!"),
-        r.command,
-    )?;
-    Ok(())
+/// The guest line that starts the bpftrace probes in the background, first thing after boot,
+/// so that they run while the other checks do; [`bpftrace`] collects the result. bpftrace is
+/// the longest of the guest's tools (seconds of LLVM under TCG): it starts before the other
+/// modules load, once the probe's own module is in (modprobe brings its dependencies; a
+/// failure shows in guest.btf_modules, which loads every module again and reports each).
+pub(super) fn bpftrace_start(r: &Runner<'_>) -> String {
+    let (loaded, _, cmd) = bpftrace_script(r);
+    let module = if loaded {
+        format!("modprobe {} >/dev/null 2>&1; ", r.module_probe.module)
+    } else {
+        String::new()
+    };
+    format!("{module}( {cmd} ) > /tmp/bt.out 2>&1 & BT_PID=$!; ")
 }
 
 pub(super) fn bpftrace(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
@@ -182,11 +186,14 @@ pub(super) fn core(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
     let (_, out) = m.run(
         CORE,
         // libbpf-tools buffer their output when it is a file: stop execsnoop, then read it.
-        // Programs are listed once loaded but fire only once attached: wait for execsnoop's two
-        // tracepoint links (bpftool link show), then exec a command only this run names.
+        // Programs fire only once attached, and their events reach execsnoop only once its perf
+        // buffer is open: execsnoop attaches its two tracepoints (a perf_event file each),
+        // then opens the buffer (an epoll file and a perf_event file per possible CPU). Wait
+        // until its descriptors show all of that (polling /proc costs no program start, unlike
+        // bpftool), then exec a command only this run names; execsnoop is woken by each event.
         // `-v` turns on libbpf's debug output: the kernel BTF it loaded and each CO-RE
         // relocation it applied.
-        &format!("execsnoop -v > /tmp/es.out 2>/tmp/es.err & E=$!; i=0; while [ $i -lt 240 ] && kill -0 $E 2>/dev/null && [ $(bpftool link show 2>/dev/null | grep -c perf_event) -lt 2 ]; do sleep 0.25; i=$((i+1)); done; for j in 1 2 3 4 5; do /bin/true {t}; sleep 0.1; done; sleep 0.5; kill -INT $E 2>/dev/null; wait $E; echo \"CORE_RC $?\"; echo \"EVENTS $(grep -c ' {t}' /tmp/es.out)\"; grep -m2 ' {t}' /tmp/es.out; echo \"KBTF $(grep -m1 -E 'libbpf: (loading|loaded) kernel BTF' /tmp/es.err)\"; echo \"RELOS $(grep -c 'relo #[0-9]*: patched insn' /tmp/es.err)\"; grep -m3 -E 'relo #[0-9]+: (matching candidate|patched insn)' /tmp/es.err; grep -m8 -E 'no matching targets|failed|[Ee]rror|[Ii]nvalid|BTF for CO-RE' /tmp/es.err /tmp/es.out; echo {CORE_END}"),
+        &format!("execsnoop -v > /tmp/es.out 2>/tmp/es.err & E=$!; P=$(cat /sys/devices/system/cpu/possible); N=$((${{P##*[-,]}} + 3)); i=0; while [ $i -lt 1200 ] && kill -0 $E 2>/dev/null; do F=$(ls -l /proc/$E/fd 2>/dev/null); [ $(echo \"$F\" | grep -c 'perf_event') -ge $N ] && echo \"$F\" | grep -q eventpoll && break; sleep 0.05; i=$((i+1)); done; for j in 1 2 3 4 5; do /bin/true {t}; done; sleep 0.3; kill -INT $E 2>/dev/null; wait $E; echo \"CORE_RC $?\"; echo \"EVENTS $(grep -c ' {t}' /tmp/es.out)\"; grep -m2 ' {t}' /tmp/es.out; echo \"KBTF $(grep -m1 -E 'libbpf: (loading|loaded) kernel BTF' /tmp/es.err)\"; echo \"RELOS $(grep -c 'relo #[0-9]*: patched insn' /tmp/es.err)\"; grep -m3 -E 'relo #[0-9]+: (matching candidate|patched insn)' /tmp/es.err; grep -m8 -E 'no matching targets|failed|[Ee]rror|[Ii]nvalid|BTF for CO-RE' /tmp/es.err /tmp/es.out; echo {CORE_END}"),
         r.command,
     )?;
     Ok(judge_core(t, &out))
