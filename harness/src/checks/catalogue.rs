@@ -108,7 +108,7 @@ pub const CATALOGUE: [Def; 17] = [
     Def {
         id: GUEST_BPFTRACE,
         kind: Kind::Guest,
-        proves: "with no kernel headers anywhere, before and after it ran (`/sys/kernel/kheaders.tar.xz`, a `kheaders` module, `/lib/modules/*/build`, `/lib/modules/*/source`, `/usr/src/*`, `/usr/include/linux`), bpftrace resolves `sizeof(struct task_struct)`, a `kfunc:vmlinux:vfs_read` probe fires and reads its argument `args->count`, and `kfunc:overlay:ovl_fill_super` (a loaded module) fires",
+        proves: "with no kernel headers anywhere, before and after it ran (`/sys/kernel/kheaders.tar.xz`, a `kheaders` module, `/lib/modules/*/build`, `/lib/modules/*/source`, `/usr/src/*`, `/usr/include/linux`), bpftrace resolves `sizeof(struct path)` to the size the package's `.BTF` gives it, a `kfunc:vmlinux:vfs_read` probe fires and reads its argument `args->count`, and `kfunc:overlay:ovl_fill_super` (a loaded module) fires",
         controls: "`harness/tests/runtime.rs::headers_and_no_modules` (\"headers present: cannot prove BTF was used\"), `scenarios/runtime/no-btf.yaml`, `harness/src/checks/guest/tools.rs::bpftrace_refuses_to_prove_btf_when_headers_are_reachable`",
     },
     Def {

@@ -314,6 +314,18 @@ impl<'a> Btf<'a> {
         })
     }
 
+    /// The size in bytes of the STRUCT named `name` defined in this blob.
+    pub fn struct_size(&self, name: &str) -> Option<u32> {
+        self.struct_names.iter().find_map(|&rec| {
+            let rec = rec as usize;
+            let info = u32_at(self.types, rec + 4);
+            let kind = ((info >> 24) & 0x1f) as u8;
+            (kind == STRUCT
+                && c_str(self.strings, u32_at(self.types, rec) as usize) == Some(name.as_bytes()))
+            .then(|| u32_at(self.types, rec + 8))
+        })
+    }
+
     /// Kind counts by name, non-zero only, for evidence.
     pub fn kind_summary(&self) -> Vec<(&'static str, u32)> {
         let mut v: Vec<_> = KIND_NAMES
@@ -461,6 +473,8 @@ pub(crate) mod tests {
         assert_eq!(btf.ntypes, 2);
         assert!(btf.has_struct("task_struct"));
         assert!(!btf.has_struct("pid"));
+        assert_eq!(btf.struct_size("task_struct"), Some(4));
+        assert_eq!(btf.struct_size("pid"), None);
     }
 
     #[test]
