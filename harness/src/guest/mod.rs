@@ -326,6 +326,7 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
     let run = gc::Runner {
         bpftool: wants(gc::BPFTOOL),
         bpftrace: wants(gc::BPFTRACE),
+        core: wants(gc::CORE),
         prep: &prep,
         k,
         hide_sysfs_btf: params.hide_sysfs_btf,

@@ -13,8 +13,8 @@ pub use btf::judge_btf_modules;
 use btf::{btf_modules, btf_vmlinux};
 use dmesg::dmesg;
 pub use dmesg::judge_dmesg;
-use tools::bpftrace_start;
 use tools::{bpftool, bpftrace, core};
+use tools::{bpftrace_start, CORE_START};
 pub use tools::{judge_bpftrace, judge_core};
 pub use user::{judge as judge_user, Seen, UserCommand};
 
@@ -89,6 +89,8 @@ pub struct Runner<'a> {
     pub bpftool: bool,
     /// Start the bpftrace probes guest.bpftrace reads (false when that check is not run).
     pub bpftrace: bool,
+    /// Start execsnoop, which guest.core drives and reads (false when that check is not run).
+    pub core: bool,
 }
 
 type Step = fn(&Runner<'_>, &mut Machine) -> Result<Check, RunError>;
@@ -156,8 +158,8 @@ const VMLINUX_SHA: &str =
     "[ -s /tmp/btfvm.sha ] || sha256sum /sys/kernel/btf/vmlinux > /tmp/btfvm.sha";
 
 /// Runs before the checks, in one command: hides sysfs BTF or plants headers for the controls,
-/// then starts bpftrace and the bpftool dump in the background so that they overlap with the
-/// other checks (guest.bpftrace and guest.bpftool read their results).
+/// then starts bpftrace, execsnoop and the bpftool dump in the background so that they overlap
+/// with the other checks (guest.bpftrace, guest.core and guest.bpftool read their results).
 pub fn setup(r: &Runner<'_>, m: &mut Machine) -> Result<(), RunError> {
     let hide = if r.hide_sysfs_btf {
         "mount -t tmpfs none /sys/kernel/btf; "
@@ -180,9 +182,10 @@ pub fn setup(r: &Runner<'_>, m: &mut Machine) -> Result<(), RunError> {
     } else {
         String::new()
     };
+    let core = if r.core { CORE_START } else { "" };
     m.run(
         "setup",
-        &format!("{hide}{plant}{bpftrace}{dump}"),
+        &format!("{hide}{plant}{bpftrace}{core}{dump}"),
         r.command,
     )?;
     Ok(())

@@ -208,6 +208,12 @@ pub(super) fn bpftool(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError
 
 const CORE_END: &str = "BTFGATE_CORE_END";
 
+/// The guest line that starts execsnoop in the background with the other tools (see
+/// [`super::setup`]): loading its BPF programs (libbpf reading the kernel's BTF, relocating,
+/// the verifier) then overlaps with the modules loading. `-v` turns on libbpf's debug output:
+/// the kernel BTF it loaded and each CO-RE relocation it applied.
+pub(super) const CORE_START: &str = "execsnoop -v > /tmp/es.out 2>/tmp/es.err & E=$!; ";
+
 pub(super) fn core(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
     let t = &r.token;
     let (_, out) = m.run(
@@ -218,9 +224,8 @@ pub(super) fn core(r: &Runner<'_>, m: &mut Machine) -> Result<Check, RunError> {
         // then opens the buffer (an epoll file and a perf_event file per possible CPU). Wait
         // until its descriptors show all of that (polling /proc costs no program start, unlike
         // bpftool), then exec a command only this run names; execsnoop is woken by each event.
-        // `-v` turns on libbpf's debug output: the kernel BTF it loaded and each CO-RE
-        // relocation it applied.
-        &format!("execsnoop -v > /tmp/es.out 2>/tmp/es.err & E=$!; P=$(cat /sys/devices/system/cpu/possible); N=$((${{P##*[-,]}} + 3)); i=0; while [ $i -lt 1200 ] && kill -0 $E 2>/dev/null; do F=$(ls -l /proc/$E/fd 2>/dev/null); [ $(echo \"$F\" | grep -c 'perf_event') -ge $N ] && echo \"$F\" | grep -q eventpoll && break; sleep 0.05; i=$((i+1)); done; for j in 1 2 3 4 5; do /bin/true {t}; done; sleep 0.3; kill -INT $E 2>/dev/null; wait $E; echo \"CORE_RC $?\"; echo \"EVENTS $(grep -c ' {t}' /tmp/es.out)\"; grep -m2 ' {t}' /tmp/es.out; echo \"KBTF $(grep -m1 -E 'libbpf: (loading|loaded) kernel BTF' /tmp/es.err)\"; echo \"RELOS $(grep -c 'relo #[0-9]*: patched insn' /tmp/es.err)\"; grep -m3 -E 'relo #[0-9]+: (matching candidate|patched insn)' /tmp/es.err; grep -m8 -E 'no matching targets|failed|[Ee]rror|[Ii]nvalid|BTF for CO-RE' /tmp/es.err /tmp/es.out; echo {CORE_END}"),
+        // execsnoop was started by the setup ([`CORE_START`]).
+        &format!("P=$(cat /sys/devices/system/cpu/possible); N=$((${{P##*[-,]}} + 3)); i=0; while [ $i -lt 1200 ] && kill -0 $E 2>/dev/null; do F=$(ls -l /proc/$E/fd 2>/dev/null); [ $(echo \"$F\" | grep -c 'perf_event') -ge $N ] && echo \"$F\" | grep -q eventpoll && break; sleep 0.05; i=$((i+1)); done; for j in 1 2 3 4 5; do /bin/true {t}; done; sleep 0.3; kill -INT $E 2>/dev/null; wait $E; echo \"CORE_RC $?\"; echo \"EVENTS $(grep -c ' {t}' /tmp/es.out)\"; grep -m2 ' {t}' /tmp/es.out; echo \"KBTF $(grep -m1 -E 'libbpf: (loading|loaded) kernel BTF' /tmp/es.err)\"; echo \"RELOS $(grep -c 'relo #[0-9]*: patched insn' /tmp/es.err)\"; grep -m3 -E 'relo #[0-9]+: (matching candidate|patched insn)' /tmp/es.err; grep -m8 -E 'no matching targets|failed|[Ee]rror|[Ii]nvalid|BTF for CO-RE' /tmp/es.err /tmp/es.out; echo {CORE_END}"),
         r.command,
     )?;
     Ok(judge_core(t, &out))
