@@ -95,7 +95,7 @@ pub struct Runner<'a> {
 
 type Step = fn(&Runner<'_>, &mut Machine) -> Result<Check, RunError>;
 
-/// The checks after boot, in order. bpftrace and the bpftool dump are started by [`setup`] and
+/// The checks after boot, in order. bpftrace, execsnoop and the bpftool dump are started by [`setup`] and
 /// collected after the checks that run meanwhile.
 pub const STEPS: [(&str, Step); 6] = [
     (BTF_MODULES, btf_modules),
