@@ -68,15 +68,10 @@ pub fn acquire_in(dir: &Path, slots: usize, want: usize, deadline: Instant) -> c
             }
         }
         if held.len() == want {
-            let mut files: Vec<Option<File>> = files.into_iter().map(Some).collect();
-            let taken = held
-                .iter()
-                .map(|i| {
-                    files[*i]
-                        .take()
-                        .ok_or_else(|| crate::Error::failed(PHASE, "slot file taken twice"))
-                })
-                .collect::<crate::Result<Vec<File>>>()?;
+            let taken = (files.into_iter().enumerate())
+                .filter(|(i, _)| held.contains(i))
+                .map(|(_, f)| f)
+                .collect();
             return Ok(Slot {
                 _files: taken,
                 indices: held,

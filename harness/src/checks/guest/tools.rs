@@ -24,10 +24,9 @@ fn bpftrace_script(r: &Runner<'_>) -> (bool, String, String) {
         .load_order
         .iter()
         .any(|n| *n == probe.module.replace('-', "_"));
-    let mut prog = String::from(
-        "BEGIN { printf(\"SIZEOF %d\\n\", sizeof(struct SIZEOF_STRUCT)); } kfunc:vmlinux:vfs_read { @vfs_read = 1; @vfs_read_count = args->count; }",
-    )
-    .replace("SIZEOF_STRUCT", SIZEOF_STRUCT);
+    let mut prog = format!(
+        "BEGIN {{ printf(\"SIZEOF %d\\n\", sizeof(struct {SIZEOF_STRUCT})); }} kfunc:vmlinux:vfs_read {{ @vfs_read = 1; @vfs_read_count = args->count; }}",
+    );
     let mut done = String::from("@vfs_read == 1");
     let fired = format!("@{}: 1", probe.function);
     if loaded {
