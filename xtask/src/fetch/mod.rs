@@ -9,7 +9,7 @@
 
 mod apk;
 mod apt;
-mod sources;
+pub mod sources;
 mod store;
 mod suites;
 
