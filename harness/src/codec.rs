@@ -177,9 +177,10 @@ impl Codec {
     }
 
     /// Size of `data` compressed with this codec at the settings kernel builds use
-    /// (gzip -9, xz -6, zstd -19, lz4 -l -9). Used to price BTF: standalone compression of the
-    /// `.BTF` bytes matches the measured growth of a vmlinuz within a few percent (measured on
-    /// Debian 6.1 and tiny kernels built with BTF on and off).
+    /// (gzip -9, xz -6, zstd -19, lz4 -l -9). Prices the `.BTF` of an lz4 kernel image, whose
+    /// 8 MiB blocks are too coarse to read its share off the stream (`kernel::share`):
+    /// standalone compression of the `.BTF` bytes matches the measured growth of a vmlinuz
+    /// within a few percent (measured on Debian 6.1 and tiny kernels built with BTF on and off).
     pub fn compressed_len(self, data: &[u8]) -> crate::Result<u64> {
         let mut sink = CountingSink(0);
         self.compress_into(data, &mut sink, false)?;

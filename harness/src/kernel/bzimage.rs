@@ -1,6 +1,7 @@
 //! x86 bzImage: locate the compressed payload through the setup header and decompress it to
 //! the vmlinux ELF (followed by the relocation table).
 
+use super::share::{decode_mapped, InputMap};
 use crate::codec::{Codec, Decompress};
 use crate::limits;
 use crate::spool::{Spool, Spooled};
@@ -157,8 +158,8 @@ pub fn extract_vmlinux(image: &[u8]) -> Result<(Payload, Vec<u8>)> {
 
 /// Decompresses the payload of a spooled `image` into an anonymous temporary file, within
 /// [`limits::VMLINUX`] and [`limits::PAYLOAD_DECODER_MEMORY`] (an [`Decompress::Exceeded`]
-/// past either).
-pub fn spool_vmlinux(image: &Spooled) -> Result<(Payload, Spooled), Decompress> {
+/// past either), with the map of what each stretch of it costs in the payload.
+pub fn spool_vmlinux(image: &Spooled) -> Result<(Payload, Spooled, InputMap), Decompress> {
     let p = spooled_payload(image).map_err(|e| Decompress::Failed(e.message()))?;
     if p.codec == Codec::None {
         let magic = image.read_at(p.offset as u64, 8).unwrap_or_default();
@@ -168,20 +169,19 @@ pub fn spool_vmlinux(image: &Spooled) -> Result<(Payload, Spooled), Decompress> 
         Some(x) => Decompress::Exceeded(x.clone()),
         None => Decompress::Failed(format!("payload ({}): {e}", p.codec.name())),
     };
-    let mut dec = p
-        .codec
-        .decoder_within(
-            image.reader(p.offset as u64, p.compressed_len() as u64),
-            limits::PAYLOAD_DECODER_MEMORY,
-        )
-        .map_err(|e| Decompress::Failed(e.message()))?;
     let mut out = Spool::new(
         limits::VMLINUX,
         0,
         format!("vmlinux ({} payload)", p.codec.name()),
     );
-    out.fill_from(&mut dec).map_err(failed)?;
-    Ok((p, out.finish().map_err(failed)?))
+    let map = decode_mapped(
+        p.codec,
+        image.reader(p.offset as u64, p.compressed_len() as u64),
+        limits::PAYLOAD_DECODER_MEMORY,
+        &mut out,
+    )
+    .map_err(failed)?;
+    Ok((p, out.finish().map_err(failed)?, map))
 }
 
 fn no_codec(p: &Payload, magic: &[u8]) -> String {

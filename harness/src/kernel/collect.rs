@@ -13,6 +13,7 @@ use std::sync::{mpsc, Arc};
 use super::elf::{self, SectionsError};
 use super::kconfig::Kconfig;
 use super::queue::{Job, QueuedBtf};
+use super::share::decode_mapped;
 use super::{bzimage, Config, Image, Module};
 use crate::codec::Codec;
 use crate::limits::{self, Exceeded, Limit, Limited};
@@ -148,9 +149,13 @@ impl Collector {
         // The declared size is the ELF's for a `.ko`, a floor for a compressed one.
         spool.reserve(entry.size);
         let (mut counted, read) = CountingReader::new(data);
-        let decoded = match codec.decoder(&mut counted) {
-            Ok(mut dec) => spool.fill_from(&mut dec).map(|_| ()),
-            Err(e) => Err(io::Error::other(e.message())),
+        // A compressed module is decoded with the map of what each stretch of it costs in the
+        // file: its `.BTF`'s share is read off that map.
+        let mut map = None;
+        let decoded = match codec {
+            Codec::None => spool.fill_from(&mut counted).map(|_| ()),
+            c => decode_mapped(c, &mut counted, limits::DECODER_MEMORY, &mut spool)
+                .map(|m| map = Some(m)),
         };
         let mut error = None;
         if let Err(e) = decoded {
@@ -246,6 +251,9 @@ impl Collector {
             let bytes = elf.read_at(o as u64, l as u64).map_err(io_err)?;
             drop(elf);
             m.btf_len = Some(l as u64);
+            if let Some(map) = &map {
+                m.btf_cost = map.span(o as u64, (o + l) as u64);
+            }
             m.btf_sha256 = Some(crate::hash::sha256_hex(&bytes));
             let btf = self
                 .queue_btf(bytes)
@@ -253,7 +261,6 @@ impl Collector {
             let job = Job::Module {
                 idx: self.modules.len(),
                 btf,
-                codec,
             };
             // The worker only goes away if it panicked; load() reports that.
             let _ = self.tx.send(job);

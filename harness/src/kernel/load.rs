@@ -11,7 +11,7 @@ use super::btf::{Base, BaseFit, Btf};
 use super::collect::Collector;
 use super::elf::{self, SectionsError};
 use super::queue::{Job, QueuedBtf};
-use super::{bzimage, Image, Kernel, Member, Module, PayloadInfo, VmlinuxBtf};
+use super::{bzimage, share, Image, Kernel, Member, Module, PayloadInfo, VmlinuxBtf};
 use crate::codec::{Codec, Decompress};
 use crate::limits::{self, Exceeded};
 use crate::package::{self, Part, ReadOptions};
@@ -107,12 +107,8 @@ impl Kernel {
                     .vmlinux
                     .unwrap_or_else(|| Err(Error::failed(ANALYSE_IMAGE, "image was not analysed")));
             }
-            for (idx, fit, cost) in results.modules {
-                let m = &mut modules[idx];
-                m.base_fit = Some(fit);
-                if let Some(cost) = cost {
-                    m.btf_cost = cost;
-                }
+            for (idx, fit) in results.modules {
+                modules[idx].base_fit = Some(fit);
             }
             for m in &mut modules {
                 if m.codec == Codec::None {
@@ -205,25 +201,24 @@ fn pick_release(dirs: &BTreeSet<String>, image: Option<&Image>) -> Option<String
 struct WorkerResults {
     payload: Option<Result<PayloadInfo>>,
     vmlinux: Option<Result<VmlinuxBtf>>,
-    /// (module index, base fit, standalone compressed cost when the module file is compressed)
-    modules: Vec<(usize, Result<BaseFit>, Option<u64>)>,
+    /// (module index, base fit)
+    modules: Vec<(usize, Result<BaseFit>)>,
     /// A limit the kernel image's analysis met: (phase, message). The package is bad input.
     refused: Option<(&'static str, String)>,
 }
 
 fn worker(rx: mpsc::Receiver<Job>, queued: &AtomicU64, stop: &AtomicBool) -> WorkerResults {
     let mut out = WorkerResults::default();
-    let mut pending: Vec<(usize, QueuedBtf, Codec)> = Vec::new();
+    let mut pending: Vec<(usize, QueuedBtf)> = Vec::new();
     let mut base: Option<Result<Base>> = None;
-    let analyse =
-        |out: &mut WorkerResults, idx, btf: QueuedBtf, codec, base: Option<&Result<Base>>| {
-            let r = match btf.bytes() {
-                Ok(bytes) => analyse_module_btf(idx, &bytes, codec, base),
-                Err(e) => (idx, Err(e), None),
-            };
-            queued.fetch_sub(btf.held(), Ordering::Relaxed);
-            out.modules.push(r);
+    let analyse = |out: &mut WorkerResults, idx, btf: QueuedBtf, base: Option<&Result<Base>>| {
+        let fit = match btf.bytes() {
+            Ok(bytes) => module_fit(&bytes, base),
+            Err(e) => Err(e),
         };
+        queued.fetch_sub(btf.held(), Ordering::Relaxed);
+        out.modules.push((idx, fit));
+    };
     for job in rx.iter() {
         match job {
             Job::Image(image) => {
@@ -240,21 +235,21 @@ fn worker(rx: mpsc::Receiver<Job>, queued: &AtomicU64, stop: &AtomicBool) -> Wor
                 base = Some(b);
                 out.payload = Some(payload);
                 out.vmlinux = Some(btf);
-                for (idx, b, codec) in std::mem::take(&mut pending) {
-                    analyse(&mut out, idx, b, codec, base.as_ref());
+                for (idx, b) in std::mem::take(&mut pending) {
+                    analyse(&mut out, idx, b, base.as_ref());
                 }
             }
-            Job::Module { idx, btf, codec } => {
+            Job::Module { idx, btf } => {
                 if base.is_some() {
-                    analyse(&mut out, idx, btf, codec, base.as_ref());
+                    analyse(&mut out, idx, btf, base.as_ref());
                 } else {
-                    pending.push((idx, btf, codec));
+                    pending.push((idx, btf));
                 }
             }
         }
     }
-    for (idx, b, codec) in pending {
-        analyse(&mut out, idx, b, codec, None);
+    for (idx, b) in pending {
+        analyse(&mut out, idx, b, None);
     }
     out
 }
@@ -264,7 +259,7 @@ type ImageAnalysis = (Result<PayloadInfo>, Result<VmlinuxBtf>, Result<Base>);
 /// Decompresses the image's payload to a temporary file and reads the vmlinux `.BTF` from it;
 /// `Err((phase, message))` when a limit was met (bad input).
 fn analyse_image(image: Spooled) -> std::result::Result<ImageAnalysis, (&'static str, String)> {
-    let (payload, vmlinux) = match bzimage::spool_vmlinux(&image) {
+    let (payload, vmlinux, map) = match bzimage::spool_vmlinux(&image) {
         Ok(v) => v,
         Err(Decompress::Exceeded(x)) => {
             return Err(("decompress kernel image payload", x.to_string()))
@@ -319,10 +314,16 @@ fn analyse_image(image: Spooled) -> std::result::Result<ImageAnalysis, (&'static
     let has_task_struct = parsed.has_struct("task_struct");
     let base = parsed.as_base();
     drop(parsed);
-    let cost = payload
-        .codec
-        .compressed_len(&bytes)
-        .map_err(|e| Error::failed("price vmlinux .BTF", e.message()));
+    // What the `.BTF` takes of the payload as it is compressed; lz4's blocks are too coarse
+    // for that, so its `.BTF` is compressed again at the kernel's settings.
+    let cost = if share::precise(payload.codec) {
+        Ok(map.span(off as u64, (off + len) as u64))
+    } else {
+        payload
+            .codec
+            .compressed_len(&bytes)
+            .map_err(|e| Error::failed("price vmlinux .BTF", e.message()))
+    };
     Ok((
         Ok(info),
         Ok(VmlinuxBtf {
@@ -338,13 +339,9 @@ fn analyse_image(image: Spooled) -> std::result::Result<ImageAnalysis, (&'static
     ))
 }
 
-fn analyse_module_btf(
-    idx: usize,
-    btf: &[u8],
-    codec: Codec,
-    base: Option<&Result<Base>>,
-) -> (usize, Result<BaseFit>, Option<u64>) {
-    let fit = match base {
+/// How a module's split `.BTF` fits the vmlinux `.BTF` (`base`).
+fn module_fit(btf: &[u8], base: Option<&Result<Base>>) -> Result<BaseFit> {
+    match base {
         None => Err(Error::failed(
             CHECK_MODULE_BTF,
             "the package has no kernel image to check against",
@@ -353,10 +350,5 @@ fn analyse_module_btf(
         Some(Ok(base)) => Btf::parse(btf, Some(base.ntypes))
             .map(|m| m.check_against_base(base))
             .map_err(|e| Error::failed(CHECK_MODULE_BTF, format!("module .BTF is invalid: {e}"))),
-    };
-    let cost = match codec {
-        Codec::None => None,
-        c => c.compressed_len(btf).ok(),
-    };
-    (idx, fit, cost)
+    }
 }

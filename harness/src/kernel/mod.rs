@@ -10,6 +10,7 @@ pub mod elf;
 pub mod kconfig;
 mod load;
 mod queue;
+pub mod share;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -5,7 +5,6 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use crate::codec::Codec;
 use crate::spool::Spooled;
 use crate::{Error, Result};
 
@@ -16,7 +15,6 @@ pub(super) enum Job {
     Module {
         idx: usize,
         btf: QueuedBtf,
-        codec: Codec,
     },
 }
 
