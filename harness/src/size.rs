@@ -42,7 +42,7 @@ impl Breakdown {
         let (vmlinuz_btf, vmlinuz_method) =
             match (vm, k.image.as_ref().and_then(|i| i.payload.as_ref().ok())) {
                 (Some(v), Some(p)) => match &v.cost {
-                    Ok(c) if crate::kernel::share::precise(p.codec) => (
+                    Ok(c) if crate::kernel::share::precise_for_image(p.codec) => (
                         Some(*c),
                         format!(
                             "the compressed bytes of the {} payload that encode .BTF",
@@ -68,10 +68,11 @@ impl Breakdown {
                 c.name()
             ),
             (Some(Codec::None), _) => "raw .BTF bytes (modules stored uncompressed)".to_string(),
-            (Some(c), _) => format!(
+            (Some(c), _) if crate::kernel::share::precise_for_module(c) => format!(
                 "the compressed bytes of each {} module file that encode its .BTF",
                 c.name()
             ),
+            (Some(c), _) => format!("each module's .BTF compressed alone with {}", c.name()),
         };
         let modules_btf: u64 = k.modules.iter().map(|m| m.btf_cost).sum();
         let modules_compressed = k.modules.iter().any(|m| m.codec != Codec::None);

@@ -620,6 +620,17 @@ fn kernel_as_signed_apk(f: Flavor) -> R {
         k.modules.iter().all(|m| m.btf_cost > 0),
         "every compressed module's BTF is priced"
     );
+    // Read off the module's own file (gzip, xz) or compressed alone (zstd): never more than
+    // the file holds.
+    for m in &k.modules {
+        ensure!(
+            m.btf_cost <= m.file_size,
+            "{}: BTF priced at {} bytes in a {}-byte file",
+            m.path.display(),
+            m.btf_cost,
+            m.file_size
+        );
+    }
     // Not trusted without the key.
     let untrusted = ReadOptions {
         keys_dir: work().join("no-keys"),

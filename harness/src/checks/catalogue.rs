@@ -79,7 +79,7 @@ pub const CATALOGUE: [Def; 17] = [
         id: MODULES_BTF_BASE,
         kind: Kind::Static,
         proves: "each module's split BTF fits this vmlinux's BTF: every name offset lands on the start of an identifier in the base's or the module's strings, type ids in range (catches modules built against another kernel)",
-        controls: "`harness/tests/static_checks.rs::cross_flavour_base`, `scenarios/static/mismatched-base.yaml`, `scenarios/static/rebuild-mismatch.yaml` (modules of a rebuild with one more built-in option, both ways)",
+        controls: "`harness/tests/static_checks.rs::cross_flavour_base`, `scenarios/static/mismatched-base.yaml`, `scenarios/static/rebuild-mismatch.yaml` (modules of a rebuild with more built in, both ways)",
     },
     Def {
         id: SIZE_BUDGET,

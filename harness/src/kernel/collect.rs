@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc};
 use super::elf::{self, SectionsError};
 use super::kconfig::Kconfig;
 use super::queue::{Job, QueuedBtf};
-use super::share::decode_mapped;
+use super::share::{self, decode_mapped};
 use super::{bzimage, Config, Image, Module};
 use crate::codec::Codec;
 use crate::limits::{self, Exceeded, Limit, Limited};
@@ -149,13 +149,17 @@ impl Collector {
         // The declared size is the ELF's for a `.ko`, a floor for a compressed one.
         spool.reserve(entry.size);
         let (mut counted, read) = CountingReader::new(data);
-        // A compressed module is decoded with the map of what each stretch of it costs in the
-        // file: its `.BTF`'s share is read off that map.
+        // A gzip or xz module is decoded with the map of what each stretch of it costs in the
+        // file: its `.BTF`'s share is read off that map (a zstd one is priced by the worker).
         let mut map = None;
-        let decoded = match codec {
-            Codec::None => spool.fill_from(&mut counted).map(|_| ()),
-            c => decode_mapped(c, &mut counted, limits::DECODER_MEMORY, &mut spool)
-                .map(|m| map = Some(m)),
+        let decoded = if share::precise_for_module(codec) {
+            decode_mapped(codec, &mut counted, limits::DECODER_MEMORY, &mut spool)
+                .map(|m| map = Some(m))
+        } else {
+            match codec.decoder(&mut counted) {
+                Ok(mut dec) => spool.fill_from(&mut dec).map(|_| ()),
+                Err(e) => Err(io::Error::other(e.message())),
+            }
         };
         let mut error = None;
         if let Err(e) = decoded {
@@ -261,6 +265,7 @@ impl Collector {
             let job = Job::Module {
                 idx: self.modules.len(),
                 btf,
+                price: (codec != Codec::None && map.is_none()).then_some(codec),
             };
             // The worker only goes away if it panicked; load() reports that.
             let _ = self.tx.send(job);

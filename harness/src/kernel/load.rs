@@ -107,8 +107,12 @@ impl Kernel {
                     .vmlinux
                     .unwrap_or_else(|| Err(Error::failed(ANALYSE_IMAGE, "image was not analysed")));
             }
-            for (idx, fit) in results.modules {
-                modules[idx].base_fit = Some(fit);
+            for (idx, fit, cost) in results.modules {
+                let m = &mut modules[idx];
+                m.base_fit = Some(fit);
+                if let Some(cost) = cost {
+                    m.btf_cost = cost;
+                }
             }
             for m in &mut modules {
                 if m.codec == Codec::None {
@@ -201,23 +205,30 @@ fn pick_release(dirs: &BTreeSet<String>, image: Option<&Image>) -> Option<String
 struct WorkerResults {
     payload: Option<Result<PayloadInfo>>,
     vmlinux: Option<Result<VmlinuxBtf>>,
-    /// (module index, base fit)
-    modules: Vec<(usize, Result<BaseFit>)>,
+    /// (module index, base fit, the `.BTF` compressed alone when the reader could not price it)
+    modules: Vec<(usize, Result<BaseFit>, Option<u64>)>,
     /// A limit the kernel image's analysis met: (phase, message). The package is bad input.
     refused: Option<(&'static str, String)>,
 }
 
 fn worker(rx: mpsc::Receiver<Job>, queued: &AtomicU64, stop: &AtomicBool) -> WorkerResults {
     let mut out = WorkerResults::default();
-    let mut pending: Vec<(usize, QueuedBtf)> = Vec::new();
+    let mut pending: Vec<(usize, QueuedBtf, Option<Codec>)> = Vec::new();
     let mut base: Option<Result<Base>> = None;
-    let analyse = |out: &mut WorkerResults, idx, btf: QueuedBtf, base: Option<&Result<Base>>| {
-        let fit = match btf.bytes() {
-            Ok(bytes) => module_fit(&bytes, base),
-            Err(e) => Err(e),
+    let analyse = |out: &mut WorkerResults,
+                   idx,
+                   btf: QueuedBtf,
+                   price: Option<Codec>,
+                   base: Option<&Result<Base>>| {
+        let (fit, cost) = match btf.bytes() {
+            Ok(bytes) => (
+                module_fit(&bytes, base),
+                price.and_then(|c| c.compressed_len(&bytes).ok()),
+            ),
+            Err(e) => (Err(e), None),
         };
         queued.fetch_sub(btf.held(), Ordering::Relaxed);
-        out.modules.push((idx, fit));
+        out.modules.push((idx, fit, cost));
     };
     for job in rx.iter() {
         match job {
@@ -235,21 +246,21 @@ fn worker(rx: mpsc::Receiver<Job>, queued: &AtomicU64, stop: &AtomicBool) -> Wor
                 base = Some(b);
                 out.payload = Some(payload);
                 out.vmlinux = Some(btf);
-                for (idx, b) in std::mem::take(&mut pending) {
-                    analyse(&mut out, idx, b, base.as_ref());
+                for (idx, b, price) in std::mem::take(&mut pending) {
+                    analyse(&mut out, idx, b, price, base.as_ref());
                 }
             }
-            Job::Module { idx, btf } => {
+            Job::Module { idx, btf, price } => {
                 if base.is_some() {
-                    analyse(&mut out, idx, btf, base.as_ref());
+                    analyse(&mut out, idx, btf, price, base.as_ref());
                 } else {
-                    pending.push((idx, btf));
+                    pending.push((idx, btf, price));
                 }
             }
         }
     }
-    for (idx, b) in pending {
-        analyse(&mut out, idx, b, None);
+    for (idx, b, price) in pending {
+        analyse(&mut out, idx, b, price, None);
     }
     out
 }
@@ -315,8 +326,8 @@ fn analyse_image(image: Spooled) -> std::result::Result<ImageAnalysis, (&'static
     let base = parsed.as_base();
     drop(parsed);
     // What the `.BTF` takes of the payload as it is compressed; lz4's blocks are too coarse
-    // for that, so its `.BTF` is compressed again at the kernel's settings.
-    let cost = if share::precise(payload.codec) {
+    // for that, so its `.BTF` is compressed again at the kernel's settings (`kernel::share`).
+    let cost = if share::precise_for_image(payload.codec) {
         Ok(map.span(off as u64, (off + len) as u64))
     } else {
         payload

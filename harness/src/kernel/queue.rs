@@ -5,6 +5,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use crate::codec::Codec;
 use crate::spool::Spooled;
 use crate::{Error, Result};
 
@@ -15,6 +16,9 @@ pub(super) enum Job {
     Module {
         idx: usize,
         btf: QueuedBtf,
+        /// The module file's codec when its `.BTF` is priced by compressing it alone (a zstd
+        /// module, see `kernel::share`); `None` when the reader priced it.
+        price: Option<Codec>,
     },
 }
 

@@ -9,9 +9,10 @@
 //! taken in steps of at most [`OUT_STEP`] bytes, so each end of a stretch is placed within a
 //! few KiB of compressed input, plus whatever the codec holds internally (gzip and xz decode as
 //! they read; zstd takes a whole block, at most 128 KiB of output, before it gives any). Both
-//! ends are placed the same way, so most of that lead cancels out. The kernel's lz4 images are
-//! made of 8 MiB blocks, far too coarse: [`precise`] says so and their `.BTF` is still priced by
-//! compressing it.
+//! ends are placed the same way, so most of that lead cancels out. That is close enough for a
+//! vmlinux `.BTF` of megabytes in a gzip, xz or zstd payload, but a zstd module is often one
+//! block whole, and the kernel's lz4 images are made of 8 MiB blocks: [`precise_for_image`] and
+//! [`precise_for_module`] say which, and the others' `.BTF` is still priced by compressing it.
 
 use std::io::{self, Read, Write};
 
@@ -25,10 +26,18 @@ const IN_CHUNK: usize = 1 << 10;
 /// makes about 18,000 of them).
 const OUT_STEP: usize = 4 << 10;
 
-/// Whether [`InputMap::span`] places a stretch of this codec's output closely enough to price
-/// it (every codec but lz4, whose kernel images are made of 8 MiB blocks).
-pub fn precise(codec: Codec) -> bool {
+/// Whether [`InputMap::span`] places a vmlinux `.BTF` (megabytes) in a kernel image's payload
+/// closely enough to price it: gzip, xz, and zstd (to its 128 KiB blocks); not lz4, whose
+/// kernel images are made of 8 MiB blocks.
+pub fn precise_for_image(codec: Codec) -> bool {
     matches!(codec, Codec::Gzip | Codec::Xz | Codec::Zstd)
+}
+
+/// Whether [`InputMap::span`] places a module's `.BTF` (a few KiB) in its compressed file
+/// closely enough to price it: gzip and xz decode as they read; zstd takes a whole block (up
+/// to 128 KiB of output, often the whole module) before it gives anything.
+pub fn precise_for_module(codec: Codec) -> bool {
+    matches!(codec, Codec::Gzip | Codec::Xz)
 }
 
 /// (decoded bytes given, compressed bytes taken) after each step of a decoder, both rising.
