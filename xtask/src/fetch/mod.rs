@@ -9,7 +9,6 @@
 
 mod apk;
 mod apt;
-pub mod sources;
 mod store;
 mod suites;
 

@@ -16,8 +16,8 @@ use anyhow::{bail, Context, Result};
 use harness::paths::cache_dir;
 use harness::process::Cmd;
 
-use super::sources::{host_mirror, host_security, Mirror};
 use super::Unavailable;
+use crate::host::sources::{host_mirror, host_security, Mirror};
 
 /// The suites `NAME@SUITE` may name.
 pub const SUITES: [&str; 5] = [

@@ -1,6 +1,6 @@
 //! The host's apt sources, read (never changed): which Debian mirror and which security
-//! archive they name, so that btfgate's own configuration for the suites uses the host's
-//! mirror, proxies aside, and its keyring.
+//! archive they name, so that btfgate's own configuration for the suites, and QEMU's install
+//! from Debian 12's backports, use the host's mirror, proxies aside, and its keyring.
 
 use std::path::{Path, PathBuf};
 

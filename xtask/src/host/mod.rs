@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use harness::process::Cmd;
 
+pub mod sources;
+
 /// Deadlines of the package manager's commands (a mirror that stops answering must not hang a
 /// CI job; apt and apk retry on their own within these).
 const QUERY: Duration = Duration::from_secs(60);
@@ -247,7 +249,7 @@ fn qemu_major(status_version: &str) -> Option<u32> {
 /// suite's lists again.
 fn qemu_from(suite: &str) -> Result<()> {
     let etc = std::path::Path::new("/etc/apt");
-    let mirror = crate::fetch::sources::host_mirror(etc)?;
+    let mirror = sources::host_mirror(etc)?;
     let dir = harness::paths::cache_dir().join("apt").join("host-qemu");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let mut list = std::fs::read_to_string(etc.join("sources.list")).unwrap_or_default();
