@@ -23,7 +23,8 @@ use crate::package::CountingReader;
 /// Compressed input handed to a decoder per read, at most.
 const IN_CHUNK: usize = 1 << 10;
 /// Decoded output taken per step, at most; one point of the map per step (a vmlinux of 70 MB
-/// makes about 18,000 of them).
+/// makes about 18,000 of them). The map grows by 16 bytes per step, so it is bounded by the
+/// limit on the output it maps (`limits::VMLINUX`, `limits::MODULE_ELF`): 1/256 of it.
 const OUT_STEP: usize = 4 << 10;
 
 /// Whether [`InputMap::span`] places a vmlinux `.BTF` (megabytes) in a kernel image's payload
