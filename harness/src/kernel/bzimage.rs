@@ -1,7 +1,7 @@
 //! x86 bzImage: locate the compressed payload through the setup header and decompress it to
 //! the vmlinux ELF (followed by the relocation table).
 
-use super::share::{decode_mapped, InputMap};
+use super::share::{InputMap, Mapped};
 use crate::codec::{Codec, Decompress};
 use crate::limits;
 use crate::spool::{Spool, Spooled};
@@ -174,14 +174,14 @@ pub fn spool_vmlinux(image: &Spooled) -> Result<(Payload, Spooled, InputMap), De
         0,
         format!("vmlinux ({} payload)", p.codec.name()),
     );
-    let map = decode_mapped(
+    let mut dec = Mapped::new(
         p.codec,
         image.reader(p.offset as u64, p.compressed_len() as u64),
         limits::PAYLOAD_DECODER_MEMORY,
-        &mut out,
     )
-    .map_err(failed)?;
-    Ok((p, out.finish().map_err(failed)?, map))
+    .map_err(|e| Decompress::Failed(e.message()))?;
+    out.fill_from(&mut dec).map_err(failed)?;
+    Ok((p, out.finish().map_err(failed)?, dec.into_map()))
 }
 
 fn no_codec(p: &Payload, magic: &[u8]) -> String {

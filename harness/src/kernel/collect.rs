@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc};
 use super::elf::{self, SectionsError};
 use super::kconfig::Kconfig;
 use super::queue::{Job, QueuedBtf};
-use super::share::{self, decode_mapped};
+use super::share::{self, Mapped};
 use super::{bzimage, Config, Image, Module};
 use crate::codec::Codec;
 use crate::limits::{self, Exceeded, Limit, Limited};
@@ -153,14 +153,17 @@ impl Collector {
         // file: its `.BTF`'s share is read off that map (a zstd one is priced by the worker).
         let mut map = None;
         let decoded = if share::precise_for_module(codec) {
-            decode_mapped(codec, &mut counted, limits::DECODER_MEMORY, &mut spool)
-                .map(|m| map = Some(m))
+            Mapped::new(codec, &mut counted, limits::DECODER_MEMORY).map(|mut dec| {
+                let filled = spool.fill_from(&mut dec).map(|_| ());
+                map = Some(dec.into_map());
+                filled
+            })
         } else {
-            match codec.decoder(&mut counted) {
-                Ok(mut dec) => spool.fill_from(&mut dec).map(|_| ()),
-                Err(e) => Err(io::Error::other(e.message())),
-            }
+            codec
+                .decoder(&mut counted)
+                .map(|mut dec| spool.fill_from(&mut dec).map(|_| ()))
         };
+        let decoded = decoded.unwrap_or_else(|e| Err(io::Error::other(e.message())));
         let mut error = None;
         if let Err(e) = decoded {
             if let Some(x) = limits::exceeded(&e) {

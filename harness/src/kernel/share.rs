@@ -14,11 +14,11 @@
 //! block whole, and the kernel's lz4 images are made of 8 MiB blocks: [`precise_for_image`] and
 //! [`precise_for_module`] say which, and the others' `.BTF` is still priced by compressing it.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use crate::codec::Codec;
 use crate::limits::Limit;
-use crate::package::CountingReader;
+use crate::package::{CountingReader, PackedPos};
 
 /// Compressed input handed to a decoder per read, at most.
 const IN_CHUNK: usize = 1 << 10;
@@ -79,32 +79,45 @@ impl<R: Read> Read for Chunked<R> {
     }
 }
 
-/// Decodes `input` (compressed with `codec`, a window within `memory`) into `out`, noting what
-/// each step took: the output and the map of where it came from. Errors are the decoder's or
-/// `out`'s (an [`crate::limits::Exceeded`] when a limit is passed).
-pub fn decode_mapped(
-    codec: Codec,
-    input: impl Read,
-    memory: Limit,
-    out: &mut impl Write,
-) -> io::Result<InputMap> {
-    let (counted, taken) = CountingReader::new(Chunked(input));
-    let mut dec = codec
-        .decoder_within(counted, memory)
-        .map_err(|e| io::Error::other(e.message()))?;
-    let mut buf = vec![0u8; OUT_STEP];
-    let mut given = 0u64;
-    let mut points = vec![(0, 0)];
-    loop {
-        let n = match dec.read(&mut buf) {
-            Ok(0) => return Ok(InputMap { points }),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        out.write_all(&buf[..n])?;
-        given += n as u64;
-        points.push((given, taken.get()));
+/// A decoder that notes, after each read, the compressed bytes it has taken against the bytes
+/// it has given; reads give at most [`OUT_STEP`] bytes. Copy it out as any reader (e.g.
+/// `Spool::fill_from`), then take [`Mapped::into_map`].
+pub struct Mapped<'a> {
+    dec: Box<dyn Read + 'a>,
+    taken: PackedPos,
+    given: u64,
+    points: Vec<(u64, u64)>,
+}
+
+impl<'a> Mapped<'a> {
+    /// Decodes `input`, compressed with `codec`, within a window of `memory`.
+    pub fn new(codec: Codec, input: impl Read + 'a, memory: Limit) -> crate::Result<Mapped<'a>> {
+        let (counted, taken) = CountingReader::new(Chunked(input));
+        Ok(Mapped {
+            dec: codec.decoder_within(counted, memory)?,
+            taken,
+            given: 0,
+            points: vec![(0, 0)],
+        })
+    }
+
+    /// The map of what was read so far.
+    pub fn into_map(self) -> InputMap {
+        InputMap {
+            points: self.points,
+        }
+    }
+}
+
+impl Read for Mapped<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let step = buf.len().min(OUT_STEP);
+        let n = self.dec.read(&mut buf[..step])?;
+        if n > 0 {
+            self.given += n as u64;
+            self.points.push((self.given, self.taken.get()));
+        }
+        Ok(n)
     }
 }
 
@@ -139,8 +152,10 @@ mod tests {
         let data = sample();
         for codec in [Codec::Gzip, Codec::Xz, Codec::Zstd] {
             let packed = codec.compress(&data, false).unwrap();
+            let mut dec = Mapped::new(codec, &packed[..], limits::DECODER_MEMORY).unwrap();
             let mut out = Vec::new();
-            let map = decode_mapped(codec, &packed[..], limits::DECODER_MEMORY, &mut out).unwrap();
+            dec.read_to_end(&mut out).unwrap();
+            let map = dec.into_map();
             assert_eq!(out, data, "{}", codec.name());
             let whole = map.span(0, data.len() as u64);
             let run = map.span(300_000, 1_300_000);
@@ -180,7 +195,7 @@ mod tests {
         let mut packed = Codec::Xz.compress(&sample(), true).unwrap();
         let mid = packed.len() / 2;
         packed[mid] ^= 0xff;
-        let mut out = Vec::new();
-        assert!(decode_mapped(Codec::Xz, &packed[..], limits::DECODER_MEMORY, &mut out).is_err());
+        let mut dec = Mapped::new(Codec::Xz, &packed[..], limits::DECODER_MEMORY).unwrap();
+        assert!(dec.read_to_end(&mut Vec::new()).is_err());
     }
 }
