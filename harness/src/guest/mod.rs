@@ -89,6 +89,20 @@ impl Default for Params {
     }
 }
 
+impl Params {
+    /// Whether the guest runs anything but busybox: a check that starts bpftrace, bpftool or
+    /// the CO-RE tool, or commands of a scenario or a user (which may call any tool, and read
+    /// the files copied in). Without, the image holds busybox, the init and the modules alone:
+    /// the kernel copies every byte of an initramfs before init runs, and the recipe's tools
+    /// (bpftrace's LLVM, clang, ICU, z3) are ~200 MB, ~2 s of a boot under TCG.
+    pub fn runs_tools(&self) -> bool {
+        let tool = |id: &&str| [gc::BPFTRACE, gc::BPFTOOL, gc::CORE].contains(id);
+        !self.user.is_empty()
+            || !self.extra.is_empty()
+            || self.only.as_ref().is_none_or(|o| o.iter().any(tool))
+    }
+}
+
 /// The result of a runtime verification.
 #[derive(Debug)]
 pub struct Report {
@@ -402,4 +416,43 @@ pub fn verify(k: &Kernel, recipe: &Recipe, params: &Params, trial_dir: &Path) ->
         transcript,
         console_tail,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tools_are_left_out_only_when_nothing_runs_them() {
+        let only = |ids: &[&'static str]| Params {
+            only: Some(ids.to_vec()),
+            ..Params::default()
+        };
+        assert!(Params::default().runs_tools());
+        assert!(!only(&[gc::BOOT, gc::BTF_MODULES, gc::BTF_VMLINUX, gc::DMESG]).runs_tools());
+        for tool in [gc::BPFTRACE, gc::BPFTOOL, gc::CORE] {
+            assert!(only(&[gc::BOOT, tool]).runs_tools(), "{tool}");
+        }
+        let user = Params {
+            user: vec![gc::UserCommand {
+                origin: "t.yaml:1".into(),
+                line: "bpftrace x.bt".into(),
+                expect_status: 0,
+                expect_output: None,
+                reject_output: None,
+                timeout: Duration::from_secs(1),
+            }],
+            ..only(&[gc::BOOT])
+        };
+        assert!(user.runs_tools());
+        let copied = Params {
+            extra: vec![Node::file(
+                "work/x",
+                0o644,
+                crate::image::initramfs::Source::Bytes(Vec::new()),
+            )],
+            ..only(&[gc::BOOT])
+        };
+        assert!(copied.runs_tools());
+    }
 }

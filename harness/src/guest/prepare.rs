@@ -130,7 +130,7 @@ pub fn prepare(k: &Kernel, recipe: &Recipe, params: &Params) -> Result<Prepared>
     wanted_names.retain(|n| find_module(k, n).is_some());
     let dir = unpack(k, &order)?;
     let boot = kernel_to_boot(k, &dir, PREPARE)?;
-    let mut nodes = recipe.nodes()?;
+    let mut nodes = recipe.nodes(params.runs_tools())?;
     nodes.extend(params.extra.iter().cloned());
     let mut dep = String::new();
     for m in &order {

@@ -62,12 +62,17 @@ impl Recipe {
             .collect()
     }
 
-    /// The image's nodes: busybox, tools and their libraries, extra files, the init.
-    pub fn nodes(&self) -> crate::Result<Vec<Node>> {
+    /// The image's nodes: busybox, the init, and with `tools` the recipe's tools with their
+    /// libraries and its extra files (without: busybox and the init alone, for a guest that
+    /// runs no tool).
+    pub fn nodes(&self, tools: bool) -> crate::Result<Vec<Node>> {
         let mut nodes = vec![
             Node::file("bin/busybox", 0o755, Source::Host(self.busybox.clone())),
             Node::file("init", 0o755, Source::Host(self.dir.join(&self.init))),
         ];
+        if !tools {
+            return Ok(nodes);
+        }
         for tool in &self.tools {
             nodes.extend(closure::nodes(tool)?);
         }
