@@ -91,6 +91,23 @@ fn read_error(file: &Path, phase: &'static str, member: &str, e: std::io::Error)
     }
 }
 
+/// The data member decoded on every core when it is a multi-block xz stream and this machine
+/// has two cores or more (see `xzblocks`); `None`: one decoder reads it.
+fn by_blocks(
+    file: &File,
+    codec: Codec,
+    m: &ArMember,
+    pos: &super::PackedPos,
+) -> Option<super::xzblocks::Parallel> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if codec != Codec::Xz || cores < 2 {
+        return None;
+    }
+    let layout = super::xzblocks::layout(file, m.offset, m.size)?;
+    let file = file.try_clone().ok()?;
+    super::xzblocks::Parallel::start(file, m.offset, layout, cores, pos.clone()).ok()
+}
+
 /// Reads a .deb: metadata from `control.tar.*`, entries from `data.tar.*`.
 pub fn read(path: &Path, visitor: &mut dyn Visitor) -> Result<PackageMeta> {
     let file = File::open(path).map_err(|e| Error::io(path, "open package", e))?;
@@ -98,6 +115,10 @@ pub fn read(path: &Path, visitor: &mut dyn Visitor) -> Result<PackageMeta> {
         .metadata()
         .map_err(|e| Error::io(path, "open package", e))?
         .len();
+    // A second handle for the threads that decode data.tar.xz by blocks (they read with pread).
+    let shared = file
+        .try_clone()
+        .map_err(|e| Error::io(path, "open package", e))?;
     let mut r = BufReader::new(file);
     let mut magic = [0u8; 8];
     let n = super::read_up_to(&mut r, &mut magic).map_err(|e| Error::io(path, PHASE_AR, e))?;
@@ -143,9 +164,12 @@ pub fn read(path: &Path, visitor: &mut dyn Visitor) -> Result<PackageMeta> {
         } else if name.starts_with("data.tar") {
             let codec = member_codec(path, name)?;
             let (counting, pos) = CountingReader::new(member);
-            let dec = codec
-                .decoder(counting)
-                .map_err(|e| Error::unsupported(path, "read deb data", e.message()))?;
+            let dec: Box<dyn Read> = match by_blocks(&shared, codec, &m, &pos) {
+                Some(p) => Box::new(p),
+                None => codec
+                    .decoder(counting)
+                    .map_err(|e| Error::unsupported(path, "read deb data", e.message()))?,
+            };
             walk_tar(
                 path,
                 "read deb data tar",

@@ -8,6 +8,7 @@ pub mod apkindex;
 pub mod deb;
 pub mod dir;
 pub mod extract;
+mod xzblocks;
 
 use std::fs::File;
 use std::io::Read;
@@ -241,6 +242,10 @@ pub struct PackedPos(std::sync::Arc<std::sync::atomic::AtomicU64>);
 impl PackedPos {
     pub fn get(&self) -> u64 {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set(&self, v: u64) {
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed)
     }
 }
 
