@@ -15,19 +15,21 @@
 //! `bench static` holds `inspect` under 300 MB. What a hostile package can make btfgate hold
 //! at once, in MiB, with every limit reached at the same moment:
 //!
-//! - the thread reading the package: the container's decoder ([`DECODER_MEMORY`], 40), the
+//! - the thread reading the package: the container's decoder ([`DECODER_MEMORY`], 40; or, for
+//!   a multi-block `data.tar.xz`, two block decoders, [`XZ_BLOCK_DECODER_MEMORY`], 10 each,
+//!   and their output read ahead, 12 each: 44), the
 //!   current module (up to [`MODULE_IN_MEMORY`], 16, held, with its decoder; a larger module
 //!   spills to an anonymous temporary file and costs its decoder, 40, the sections read back
 //!   from it, ~11, and its `.BTF`, 8), module `.BTF` waiting for the worker
 //!   ([`MODULE_BTF_QUEUE`], 16; the rest waits in a temporary file), the module records
-//!   ([`MODULE_RECORDS`], 16) and the config ([`CONFIG`], 1, ≤ 10 parsed): ≈ 140;
+//!   ([`MODULE_RECORDS`], 16) and the config ([`CONFIG`], 1, ≤ 10 parsed): ≈ 144;
 //! - the worker: the kernel image's payload decoder ([`PAYLOAD_DECODER_MEMORY`], 128: a zstd
 //!   window is touched only as far as the output goes, and the vmlinux it writes, like the
 //!   image it reads, is an anonymous temporary file), then the vmlinux `.BTF` and its base
 //!   ([`VMLINUX_BTF`], 16 each), a module `.BTF` ([`MODULE_BTF`], 8, ~16 parsed) and the
 //!   encoder that prices it (xz -6 or zstd -19, ≤ ~80): ≈ 136.
 //!
-//! That is ≈ 280 MiB (294 MB) in the worst case. Measured (GNU time, peak RSS of `inspect`):
+//! That is ≈ 284 MiB (298 MB) in the worst case. Measured (GNU time, peak RSS of `inspect`):
 //! the decompression bombs of `xtask/tests/bombs.rs`, 7–56 MB; Debian's generic kernel 106 MB
 //! (219 MB when modules and the vmlinux were held whole, up to 512 MiB each: a 520 MiB zstd
 //! module bomb then took 532 MB, a 400 MiB GNU long name in a data.tar.xz 1.3 GB).
@@ -146,6 +148,16 @@ pub const RELEASE_DIRS: Limit = Limit {
 /// (the xz of Debian's bzImage payload: the kernel's `--lzma2=dict=32MiB`; the .deb data
 /// members, xz -6, need 9 MiB; module `.ko.xz` use a 1 MiB dictionary).
 pub const DECODER_MEMORY: Limit = Limit::bytes("DECODER_MEMORY", "decoder memory", 40 << 20);
+
+/// What each of the two decoders of a multi-block `data.tar.xz` decoded by blocks may allocate
+/// (`package/xzblocks.rs`; a member whose blocks declare a larger dictionary is decoded by one
+/// decoder within [`DECODER_MEMORY`] instead). Largest real: 9 MiB (xz -6, an 8 MiB
+/// dictionary).
+pub const XZ_BLOCK_DECODER_MEMORY: Limit = Limit::bytes(
+    "XZ_BLOCK_DECODER_MEMORY",
+    "xz block decoder memory",
+    10 << 20,
+);
 
 /// A kernel image payload's decoder: the kernel compresses a zstd payload with
 /// `zstd -22 --ultra` from a pipe, which declares a 2^27-byte window (measured: window

@@ -105,7 +105,7 @@ fn by_blocks(
     }
     let layout = super::xzblocks::layout(file, m.offset, m.size)?;
     let file = file.try_clone().ok()?;
-    super::xzblocks::Parallel::start(file, m.offset, layout, cores, pos.clone()).ok()
+    super::xzblocks::Parallel::start(file, m.offset, layout, pos.clone()).ok()
 }
 
 /// Reads a .deb: metadata from `control.tar.*`, entries from `data.tar.*`.

@@ -27,6 +27,7 @@ use std::thread::JoinHandle;
 
 use super::PackedPos;
 use crate::codec::Codec;
+use crate::limits::XZ_BLOCK_DECODER_MEMORY;
 
 /// The xz stream header's magic bytes.
 const HEADER_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0x00];
@@ -36,9 +37,17 @@ const FOOTER_MAGIC: [u8; 2] = [b'Y', b'Z'];
 const INDEX_MAX: u64 = 1 << 20;
 /// Output handed over per chunk.
 const CHUNK: usize = 1 << 20;
-/// Chunks a worker may decode ahead of the reader: a whole block of dpkg-deb's (24 MiB), so that
-/// the next block is decoded while the reader takes this one (memory: this many MiB a worker).
-const AHEAD: usize = 24;
+/// Chunks a worker may decode ahead of the reader (memory: this many MiB a worker). Half a
+/// block of dpkg-deb's (24 MiB) is about enough: while the reader takes one worker's block,
+/// the other is half way through the next, and finishes it in the time the reader takes the
+/// rest of this one.
+const AHEAD: usize = 12;
+/// Decoding threads: two decoders within [`XZ_BLOCK_DECODER_MEMORY`] and their read-ahead hold
+/// 4 MiB more than the one decoder of the other path may (see `limits.rs`); more would add
+/// memory for a gain only hosts with more cores see.
+pub(crate) const WORKERS: usize = 2;
+/// The largest LZMA2 dictionary decoded by blocks: xz -6's, what dpkg-deb uses.
+const DICT_MAX: u64 = 8 << 20;
 
 /// One block of the member: where its bytes are and what they decode to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +145,9 @@ pub(crate) fn layout(file: &File, start: u64, len: u64) -> Option<Layout> {
             unpadded,
             uncompressed,
         };
+        if lzma2_dict(file, start + offset)? > DICT_MAX {
+            return None;
+        }
         offset = offset.checked_add(b.padded())?;
         blocks.push(b);
     }
@@ -149,6 +161,38 @@ pub(crate) fn layout(file: &File, start: u64, len: u64) -> Option<Layout> {
     let mut header = [0u8; 12];
     header.copy_from_slice(&h);
     Some(Layout { header, blocks })
+}
+
+/// The dictionary size of the block whose header is at `at`, when its one filter is LZMA2.
+fn lzma2_dict(file: &File, at: u64) -> Option<u64> {
+    let size = (u64::from(*read_at(file, at, 1)?.first()?) + 1) * 4;
+    if size == 4 {
+        // 0x00 there is the index: not a block.
+        return None;
+    }
+    let h = read_at(file, at, size)?;
+    let flags = h[1];
+    // One filter, no reserved bits.
+    if flags & 0x3F != 0 {
+        return None;
+    }
+    let mut pos = 2;
+    if flags & 0x40 != 0 {
+        varint(&h, &mut pos)?;
+    }
+    if flags & 0x80 != 0 {
+        varint(&h, &mut pos)?;
+    }
+    let (id, props) = (varint(&h, &mut pos)?, varint(&h, &mut pos)?);
+    let p = u64::from(*h.get(pos)?);
+    if id != 0x21 || props != 1 || p > 40 {
+        return None;
+    }
+    Some(if p == 40 {
+        u64::from(u32::MAX)
+    } else {
+        (2 | (p & 1)) << (p / 2 + 11)
+    })
 }
 
 /// Block `b` as a stream of its own: the member's header, the block, a one-record index, a footer.
@@ -218,7 +262,7 @@ fn work(
             super::CountingReader::new(lone_stream(file.clone(), start, layout.header, b));
         // Compressed bytes of the member: the block's own, not the header written before it.
         let at = |taken: &PackedPos| b.offset + taken.get().saturating_sub(12).min(b.padded());
-        let mut dec = match Codec::Xz.decoder(counted) {
+        let mut dec = match Codec::Xz.decoder_within(counted, XZ_BLOCK_DECODER_MEMORY) {
             Ok(d) => d,
             Err(e) => {
                 let _ = tx.send(Err(std::io::Error::other(e.message())));
@@ -282,19 +326,18 @@ pub(crate) struct Parallel {
 }
 
 impl Parallel {
-    /// Starts `workers` (at least 2) threads on the member at `start` of `file`, laid out as
-    /// `layout`; `packed` is what the counting reader of the one-thread path would have set.
+    /// Starts [`WORKERS`] threads on the member at `start` of `file`, laid out as `layout`;
+    /// `packed` is what the counting reader of the one-thread path would have set.
     pub(crate) fn start(
         file: File,
         start: u64,
         layout: Layout,
-        workers: usize,
         packed: PackedPos,
     ) -> std::io::Result<Parallel> {
         let file = Arc::new(file);
         let blocks = layout.blocks.len();
         let layout = Arc::new(layout);
-        let workers = workers.clamp(2, blocks);
+        let workers = WORKERS.min(blocks);
         let mut rx = Vec::new();
         let mut handles = Vec::new();
         for w in 0..workers {
@@ -390,7 +433,11 @@ mod tests {
 
     /// An xz stream of `parts` as blocks of their own (a full flush ends a block).
     fn multi_block(parts: &[Vec<u8>]) -> Vec<u8> {
-        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        multi_block_at(parts, 6)
+    }
+
+    fn multi_block_at(parts: &[Vec<u8>], level: u32) -> Vec<u8> {
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), level);
         for p in parts {
             e.write_all(p).unwrap();
             e.flush().unwrap();
@@ -436,7 +483,7 @@ mod tests {
         let layout = layout(&file, start, xz.len() as u64).expect("a multi-block layout");
         assert!(layout.blocks.len() >= 4, "{layout:?}");
         let packed = PackedPos::default();
-        let mut p = Parallel::start(file, start, layout.clone(), 2, packed.clone()).unwrap();
+        let mut p = Parallel::start(file, start, layout.clone(), packed.clone()).unwrap();
         // Read in small steps, noting the compressed offset at each output offset.
         let mut out = Vec::new();
         let mut seen = Vec::new();
@@ -466,6 +513,13 @@ mod tests {
         let (f, start) = file_with(b"", &xz);
         let file = File::open(f.path()).unwrap();
         assert!(layout(&file, start, xz.len() as u64).is_some());
+        // A dictionary larger than xz -6's (xz -9: 64 MiB) would need more decoder memory.
+        let nine = multi_block_at(&parts, 9);
+        let (g, _) = file_with(b"", &nine);
+        assert_eq!(
+            layout(&File::open(g.path()).unwrap(), 0, nine.len() as u64),
+            None
+        );
         // One block.
         let one = multi_block(&[parts[0].clone()]);
         let (g, _) = file_with(b"", &one);
@@ -504,7 +558,7 @@ mod tests {
         xz[(b.offset + b.unpadded / 2) as usize] ^= 0x55;
         let (g, _) = file_with(b"", &xz);
         let file = File::open(g.path()).unwrap();
-        let mut p = Parallel::start(file, 0, l, 2, PackedPos::default()).unwrap();
+        let mut p = Parallel::start(file, 0, l, PackedPos::default()).unwrap();
         let mut out = Vec::new();
         let e = p.read_to_end(&mut out).unwrap_err();
         assert!(out.len() < parts.concat().len(), "{e}");
