@@ -157,14 +157,15 @@ impl Spooled {
     }
 }
 
-/// Positional reads of a byte range of a file (no shared file offset).
-struct FileRange<'f> {
-    file: &'f File,
-    pos: u64,
-    end: u64,
+/// Positional reads of a byte range of a file (no shared file offset), through a reference or
+/// an `Arc` (threads reading one file each at their own place).
+pub(crate) struct FileRange<F> {
+    pub(crate) file: F,
+    pub(crate) pos: u64,
+    pub(crate) end: u64,
 }
 
-impl Read for FileRange<'_> {
+impl<F: std::ops::Deref<Target = File>> Read for FileRange<F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let room = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
         let n = buf.len().min(room);

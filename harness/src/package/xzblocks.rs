@@ -28,6 +28,7 @@ use std::thread::JoinHandle;
 use super::PackedPos;
 use crate::codec::Codec;
 use crate::limits::XZ_BLOCK_DECODER_MEMORY;
+use crate::spool::FileRange;
 
 /// The xz stream header's magic bytes.
 const HEADER_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0x00];
@@ -215,32 +216,12 @@ fn lone_stream(file: Arc<File>, start: u64, header: [u8; 12], b: &Block) -> impl
     footer[..4].copy_from_slice(&crc);
     index.extend_from_slice(&footer);
     std::io::Cursor::new(header)
-        .chain(ReadAt {
+        .chain(FileRange {
             file,
             pos: start + b.offset,
             end: start + b.offset + b.padded(),
         })
         .chain(std::io::Cursor::new(index))
-}
-
-/// A range of a file, read with `pread` (threads share the file without sharing a position).
-struct ReadAt {
-    file: Arc<File>,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for ReadAt {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
-        let n = buf.len().min(left);
-        if n == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..n], self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
 }
 
 /// Output of a block, with marks (end of the output of one decoder step, the member's compressed
