@@ -61,6 +61,11 @@ impl Codec {
         }
     }
 
+    /// Whether btfgate has a decoder for it ([`Self::decoder_within`]); `None` passes through.
+    pub fn decodes(self) -> bool {
+        !matches!(self, Codec::Bzip2 | Codec::Lzma | Codec::Lzo)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Codec::None => "none",
@@ -300,6 +305,14 @@ impl Read for NamedErrors<'_> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn decodes_says_which_codecs_have_a_decoder() {
+        use Codec::*;
+        for c in [None, Gzip, Xz, Zstd, Lz4, Bzip2, Lzma, Lzo] {
+            assert_eq!(c.decodes(), c.decoder(&[][..]).is_ok(), "{}", c.name());
+        }
+    }
 
     #[test]
     fn round_trips_through_every_supported_codec() {

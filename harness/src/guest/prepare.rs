@@ -186,10 +186,10 @@ pub(super) fn kernel_to_boot(k: &Kernel, dir: &Path, phase: &'static str) -> Res
 
 /// Boots through PVH with the vmlinux decompressed on the host (once, kept beside the unpacked
 /// package) when the kernel supports it (`CONFIG_PVH=y`) and its payload is compressed with a
-/// codec btfgate decodes (gzip, xz, zstd, lz4); the bzImage otherwise. Under TCG the bzImage's own decompressor is slow whatever the codec:
-/// measured on this project's 2-core host, a bare boot of Debian's 6.12 cloud kernel (zstd)
-/// took 4.3–5.1 s from the bzImage and 3.1–3.8 s by PVH, its 6.1 cloud kernel (lz4) 3.2–3.8 s
-/// and 2.7–3.0 s. The vmlinux booted is the one the static checks read from the same image.
+/// codec btfgate decodes (gzip, xz, zstd, lz4); the bzImage otherwise. Under TCG the
+/// bzImage's own decompressor is slow whatever the codec: measured on this project's 2-core
+/// host, a bare boot of Debian's 6.12 cloud kernel (zstd) took 4.3–5.1 s from the bzImage and
+/// 3.1–3.8 s by PVH, its 6.1 cloud kernel (lz4) 3.2–3.8 s and 2.7–3.0 s. The vmlinux booted is the one the static checks read from the same image.
 pub(super) fn pvh_or_bzimage(k: &Kernel, bz: &Path, dir: &Path) -> Result<Boot> {
     let pvh = k
         .config
@@ -199,7 +199,7 @@ pub(super) fn pvh_or_bzimage(k: &Kernel, bz: &Path, dir: &Path) -> Result<Boot> 
         .image
         .as_ref()
         .and_then(|i| i.payload.as_ref().ok())
-        .is_some_and(|p| matches!(p.codec, Codec::Gzip | Codec::Xz | Codec::Zstd | Codec::Lz4));
+        .is_some_and(|p| p.codec != Codec::None && p.codec.decodes());
     if !(pvh && compressed) {
         return Ok(Boot::BzImage(bz.to_path_buf()));
     }
