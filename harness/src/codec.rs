@@ -301,6 +301,28 @@ impl Read for NamedErrors<'_> {
     }
 }
 
+/// Incompressible bytes for tests: xorshift64 from a fixed seed, continued across calls.
+#[cfg(test)]
+pub(crate) struct Noise(u64);
+
+#[cfg(test)]
+impl Noise {
+    pub(crate) fn new() -> Noise {
+        Noise(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                self.0 as u8
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

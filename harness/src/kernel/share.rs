@@ -130,20 +130,10 @@ mod tests {
     /// bytes again: the run's share of the stream must be tiny, each random stretch's share
     /// close to its length.
     fn sample() -> Vec<u8> {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut random = |n: usize| {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect::<Vec<u8>>()
-        };
-        let mut v = random(300_000);
+        let mut noise = crate::codec::Noise::new();
+        let mut v = noise.bytes(300_000);
         v.extend(std::iter::repeat_n(b'A', 1_000_000));
-        v.extend(random(300_000));
+        v.extend(noise.bytes(300_000));
         v
     }
 

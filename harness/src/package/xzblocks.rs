@@ -427,23 +427,13 @@ mod tests {
     }
 
     fn parts() -> Vec<Vec<u8>> {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut random = |n: usize| {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect::<Vec<u8>>()
-        };
+        let mut noise = crate::codec::Noise::new();
         vec![
-            random(300_000),
+            noise.bytes(300_000),
             vec![7u8; 3_000_000],
-            random(5_000),
+            noise.bytes(5_000),
             Vec::new(),
-            random(2_500_000),
+            noise.bytes(2_500_000),
         ]
     }
 
@@ -453,6 +443,12 @@ mod tests {
         f.write_all(xz).unwrap();
         f.flush().unwrap();
         (f, prefix.len() as u64)
+    }
+
+    /// The layout of `xz` as a whole file.
+    fn layout_of(xz: &[u8]) -> Option<Layout> {
+        let (f, _) = file_with(b"", xz);
+        layout(&File::open(f.path()).unwrap(), 0, xz.len() as u64)
     }
 
     #[test]
@@ -491,23 +487,11 @@ mod tests {
     fn the_one_thread_decoder_keeps_what_this_does_not_understand() {
         let parts = parts();
         let xz = multi_block(&parts);
-        let (f, start) = file_with(b"", &xz);
-        let file = File::open(f.path()).unwrap();
-        assert!(layout(&file, start, xz.len() as u64).is_some());
+        assert!(layout_of(&xz).is_some());
         // A dictionary larger than xz -6's (xz -9: 64 MiB) would need more decoder memory.
-        let nine = multi_block_at(&parts, 9);
-        let (g, _) = file_with(b"", &nine);
-        assert_eq!(
-            layout(&File::open(g.path()).unwrap(), 0, nine.len() as u64),
-            None
-        );
+        assert_eq!(layout_of(&multi_block_at(&parts, 9)), None);
         // One block.
-        let one = multi_block(&[parts[0].clone()]);
-        let (g, _) = file_with(b"", &one);
-        assert_eq!(
-            layout(&File::open(g.path()).unwrap(), 0, one.len() as u64),
-            None
-        );
+        assert_eq!(layout_of(&multi_block(&[parts[0].clone()])), None);
         // Stream padding, a damaged index, a damaged footer, a cut member.
         let mut padded = xz.clone();
         padded.extend_from_slice(&[0; 4]);
@@ -522,9 +506,7 @@ mod tests {
             ("footer", footer),
             ("cut", xz[..xz.len() - 1].to_vec()),
         ] {
-            let (g, _) = file_with(b"", &bytes);
-            let file = File::open(g.path()).unwrap();
-            assert_eq!(layout(&file, 0, bytes.len() as u64), None, "{what}");
+            assert_eq!(layout_of(&bytes), None, "{what}");
         }
     }
 
@@ -532,8 +514,7 @@ mod tests {
     fn a_damaged_block_is_an_error_not_a_short_read() {
         let parts = parts();
         let mut xz = multi_block(&parts);
-        let (f, _) = file_with(b"", &xz);
-        let l = layout(&File::open(f.path()).unwrap(), 0, xz.len() as u64).unwrap();
+        let l = layout_of(&xz).unwrap();
         // A byte inside the third block's compressed data.
         let b = &l.blocks[2];
         xz[(b.offset + b.unpadded / 2) as usize] ^= 0x55;
