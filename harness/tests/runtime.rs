@@ -481,6 +481,7 @@ fn user_run_quotes_the_tools_error() -> R {
 }
 
 fn main() -> std::process::ExitCode {
+    harness::fixtures::one_vcpu_per_guest();
     harness::process::exit_on_interrupt("runtime tests").expect("install the interrupt handler");
     // Trials run on as many threads as libtest-mimic chooses; how many guests run at once is
     // decided by the VM slots (one per host core, shared with every other process).

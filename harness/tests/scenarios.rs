@@ -13,6 +13,7 @@ use harness::scenario::targets::resolve;
 use libtest_mimic::{Arguments, Trial};
 
 fn main() -> std::process::ExitCode {
+    harness::fixtures::one_vcpu_per_guest();
     harness::process::exit_on_interrupt("scenarios").expect("install the interrupt handler");
     let args = Arguments::from_args();
     let dir = scenarios_dir();

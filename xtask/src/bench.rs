@@ -234,7 +234,7 @@ fn bench_runtime(packages: Vec<PathBuf>, accel: &str, rounds: usize) -> Result<(
     };
     let qemu = harness::guest::qemu_binary();
     let version = harness::qemu::accel::qemu_version(&qemu);
-    let cpus = harness::qemu::args::default_cpus(accel, version);
+    let cpus = harness::qemu::args::cpus(accel, version);
     println!(
         "{} {}: {cpus} vCPU under {}{}",
         qemu.display(),

@@ -1244,6 +1244,7 @@ fn ensure_alive(pid: u32, when: &str) -> R {
 }
 
 fn main() -> std::process::ExitCode {
+    harness::fixtures::one_vcpu_per_guest();
     let args = Arguments::from_args();
     let mut trials = vec![
         Trial::test("inspect::bad_input_exits_2", bad_input_exits_2),

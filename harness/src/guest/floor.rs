@@ -6,7 +6,7 @@ use crate::image::initramfs::Node;
 use crate::image::initramfs::Source;
 use crate::image::Recipe;
 use crate::kernel::Kernel;
-use crate::qemu::args::default_cpus;
+use crate::qemu::args::cpus;
 use crate::qemu::args::Accel;
 use crate::qemu::args::Spec;
 use crate::{Error, Result};
@@ -39,7 +39,7 @@ pub fn boot_floor(k: &Kernel, recipe: &Recipe, accel: Accel, dir: &Path) -> Resu
         initrd,
         append: Vec::new(),
         memory_mb: 2048,
-        cpus: default_cpus(accel, crate::qemu::accel::qemu_version(&qemu_binary())),
+        cpus: cpus(accel, crate::qemu::accel::qemu_version(&qemu_binary())),
         name: qemu_name(dir),
     };
     let args = crate::qemu::args::argv(&spec);

@@ -8,7 +8,7 @@ use crate::image::Recipe;
 use crate::kernel::Kernel;
 use crate::qemu::accel;
 use crate::qemu::accel::Choice;
-use crate::qemu::args::default_cpus;
+use crate::qemu::args::cpus as cpus_for;
 use crate::qemu::args::Accel;
 use crate::qemu::args::Spec;
 use crate::qemu::machine::Deadlines;
@@ -240,7 +240,7 @@ pub(crate) fn start(
     let prep = prepare(k, recipe, params)?;
     phases.mark("prepare image", t);
     let version = accel::qemu_version(&qemu_binary());
-    let cpus = |a: Accel| params.cpus.unwrap_or(default_cpus(a, version));
+    let cpus = |a: Accel| params.cpus.unwrap_or_else(|| cpus_for(a, version));
     // The spec as the KVM probe boots it; the accelerator chosen then decides.
     let mut spec = Spec {
         accel: Accel::Kvm,

@@ -95,6 +95,23 @@ pub fn default_cpus(accel: Accel, qemu: Option<(u32, u32)>) -> u32 {
     }
 }
 
+/// The environment variable that sets the vCPUs of every guest whose caller does not choose.
+pub const VCPUS_ENV: &str = "BTFGATE_VCPUS";
+
+/// vCPUs of a guest whose caller does not choose: `$BTFGATE_VCPUS` when set (a positive
+/// number), else [`default_cpus`].
+pub fn cpus(accel: Accel, qemu: Option<(u32, u32)>) -> u32 {
+    cpus_from(std::env::var(VCPUS_ENV).ok().as_deref(), accel, qemu)
+}
+
+/// [`cpus`] with the variable's value given: a positive number wins, anything else (unset,
+/// empty, zero, not a number) leaves [`default_cpus`].
+fn cpus_from(var: Option<&str>, accel: Accel, qemu: Option<(u32, u32)>) -> u32 {
+    var.and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| default_cpus(accel, qemu))
+}
+
 /// The version (major, minor) in the first line of `qemu-system-x86_64 --version`
 /// ("QEMU emulator version 10.0.2 (Debian …)").
 pub fn parse_version(out: &str) -> Option<(u32, u32)> {
@@ -176,6 +193,17 @@ mod tests {
         );
         assert_eq!(default_cpus(Accel::Tcg, None), 1);
         assert_eq!(default_cpus(Accel::Kvm, None), 2);
+    }
+
+    #[test]
+    fn btfgate_vcpus_overrides_the_default_when_positive() {
+        let ten = Some((10, 0));
+        assert_eq!(cpus_from(Some("1"), Accel::Tcg, ten), 1);
+        assert_eq!(cpus_from(Some(" 3 "), Accel::Tcg, None), 3);
+        for bad in [None, Some(""), Some("0"), Some("two"), Some("-1")] {
+            assert_eq!(cpus_from(bad, Accel::Tcg, ten), 2, "{bad:?}");
+            assert_eq!(cpus_from(bad, Accel::Tcg, None), 1, "{bad:?}");
+        }
     }
 
     fn spec(accel: Accel, boot: Boot) -> Spec {
