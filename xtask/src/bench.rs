@@ -240,7 +240,9 @@ fn bench_runtime(packages: Vec<PathBuf>, accel: &str, rounds: usize) -> Result<(
         qemu.display(),
         version.map_or("(version unknown)".to_string(), |(a, b)| format!("{a}.{b}")),
         accel.name(),
-        if cpus == 1 && accel == Accel::Tcg {
+        if cpus != harness::qemu::args::default_cpus(accel, version) {
+            " (set by BTFGATE_VCPUS)"
+        } else if cpus == 1 && accel == Accel::Tcg {
             " (QEMU 10.0 or newer gets two; Debian 12: qemu-system-x86 from bookworm-backports)"
         } else {
             ""

@@ -53,7 +53,8 @@ pub struct Params {
     pub append: Vec<String>,
     pub deadlines: Deadlines,
     pub memory_mb: u32,
-    /// vCPUs (`None`: [`crate::qemu::args::default_cpus`] of the accelerator and QEMU used).
+    /// vCPUs (`None`: [`crate::qemu::args::cpus`]: `$BTFGATE_VCPUS`, else by the accelerator
+    /// and QEMU used).
     pub cpus: Option<u32>,
     /// Called with each phase name as it starts (progress display).
     pub progress: Option<fn(&str, Duration)>,
