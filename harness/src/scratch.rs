@@ -31,13 +31,14 @@ pub struct Scratch<T> {
 }
 
 impl<T> Scratch<T> {
-    /// Registers `path`, the path of `inner`.
-    pub fn new(inner: T, path: &Path) -> Scratch<T> {
-        registry().insert(path.to_path_buf());
-        Scratch {
-            inner,
-            registered: Registered(path.to_path_buf()),
-        }
+    /// Creates a temporary value with `make` (which returns it and its path) and registers
+    /// the path, both under the registry's lock; once the program is being interrupted it
+    /// creates nothing (`ErrorKind::Interrupted`). The interrupt path sets that flag before it
+    /// takes the lock to remove what is registered, so a path is either created and registered
+    /// before the removal (and removed by it) or never created: a path made just after the
+    /// removal would outlive the program, which exits without running destructors.
+    pub fn create(make: impl FnOnce() -> std::io::Result<(T, PathBuf)>) -> std::io::Result<Self> {
+        create_unless(&INTERRUPTED, make)
     }
 
     /// Converts the value (a `NamedTempFile` into its `TempPath`), keeping the registration.
@@ -72,20 +73,53 @@ impl<T> std::ops::DerefMut for Scratch<T> {
 
 /// A temporary directory in `parent` named `<prefix>…`, removed on drop and on interrupt.
 pub fn tempdir_in(parent: &Path, prefix: &str) -> std::io::Result<Scratch<tempfile::TempDir>> {
-    let d = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(parent)
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("create a temporary directory in {}: {e}", parent.display()),
-            )
-        })?;
-    let p = d.path().to_path_buf();
-    Ok(Scratch::new(d, &p))
+    Scratch::create(|| {
+        let d = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?;
+        let p = d.path().to_path_buf();
+        Ok((d, p))
+    })
+    .map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("create a temporary directory in {}: {e}", parent.display()),
+        )
+    })
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// [`Scratch::create`] with the flag given (tests use their own).
+fn create_unless<T>(
+    flag: &AtomicBool,
+    make: impl FnOnce() -> std::io::Result<(T, PathBuf)>,
+) -> std::io::Result<Scratch<T>> {
+    let mut reg = registry();
+    let (inner, path) = refuse_if(flag).and_then(|()| make())?;
+    reg.insert(path.clone());
+    Ok(Scratch {
+        inner,
+        registered: Registered(path),
+    })
+}
+
+/// Runs `f`, which creates a path that may already be registered (a directory the caller
+/// holds as [`Scratch`]: `create_dir_all` would make it again after an interrupt removed it),
+/// under the registry's lock, unless the program is being interrupted.
+pub fn creating<R>(f: impl FnOnce() -> std::io::Result<R>) -> std::io::Result<R> {
+    let _reg = registry();
+    refuse_if(&INTERRUPTED)?;
+    f()
+}
+
+fn refuse_if(flag: &AtomicBool) -> std::io::Result<()> {
+    if flag.load(Ordering::SeqCst) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "interrupted: no temporary path is created any more",
+        ));
+    }
+    Ok(())
+}
 
 /// Whether the program is being interrupted: writers stop creating paths (a directory being
 /// removed must not be created again underneath the remover).
@@ -153,5 +187,21 @@ mod tests {
         assert_eq!(remove_under(base.path()), 1);
         assert!(!pc.exists(), "the interrupt path left {}", pc.display());
         drop(c);
+    }
+
+    #[test]
+    fn nothing_is_created_once_interrupted() {
+        let base = tempfile::tempdir().unwrap();
+        let at = base.path().join("d");
+        let make = || std::fs::create_dir(&at).map(|()| ((), at.clone()));
+        let flag = AtomicBool::new(true);
+        let e = create_unless(&flag, make).err().unwrap();
+        assert_eq!(e.kind(), std::io::ErrorKind::Interrupted);
+        assert!(!at.exists() && !registry().contains(&at));
+        flag.store(false, Ordering::SeqCst);
+        let made = create_unless(&flag, make).unwrap();
+        assert!(at.is_dir() && registry().contains(&at));
+        drop(made);
+        assert!(!registry().contains(&at));
     }
 }

@@ -126,17 +126,15 @@ impl Store {
         let dir = self.root.join("tmp");
         std::fs::create_dir_all(&dir)
             .map_err(|e| FetchError::cache(format!("create {}", dir.display()), e))?;
-        tempfile::Builder::new()
-            .prefix(&format!(".{}.", lock.key))
-            .suffix(".part")
-            .tempfile_in(&dir)
-            .map(|t| {
-                let p = t.path().to_path_buf();
-                Scratch::new(t, &p)
-            })
-            .map_err(|e| {
-                FetchError::cache(format!("create a temporary file in {}", dir.display()), e)
-            })
+        Scratch::create(|| {
+            let t = tempfile::Builder::new()
+                .prefix(&format!(".{}.", lock.key))
+                .suffix(".part")
+                .tempfile_in(&dir)?;
+            let p = t.path().to_path_buf();
+            Ok((t, p))
+        })
+        .map_err(|e| FetchError::cache(format!("create a temporary file in {}", dir.display()), e))
     }
 
     /// Moves the verified file at `tmp` to `sha256/<hex>/<name>` and points `<index>/<name>`

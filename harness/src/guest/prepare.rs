@@ -90,9 +90,15 @@ pub(super) fn unpack(k: &Kernel, order: &[&Module]) -> Result<PathBuf> {
     let complete = tmp.path().join(".complete");
     std::fs::write(&complete, b"").map_err(|e| Error::io(&complete, UNPACK, e))?;
     let _ = std::fs::remove_dir_all(&dir);
-    let kept = tmp.into_inner().keep();
-    std::fs::rename(&kept, &dir)
-        .map_err(|e| Error::failed(UNPACK, format!("rename {} into place: {e}", kept.display())))?;
+    // Renamed while still registered (an interrupt between the two finds nothing to remove,
+    // rather than a kept directory to leave behind); then the moved path is forgotten.
+    std::fs::rename(tmp.path(), &dir).map_err(|e| {
+        Error::failed(
+            UNPACK,
+            format!("rename {} into place: {e}", tmp.path().display()),
+        )
+    })?;
+    let _ = tmp.into_inner().keep();
     Ok(dir)
 }
 

@@ -83,9 +83,12 @@ pub fn key(nodes: &[Node]) -> crate::Result<String> {
 pub fn write(nodes: &[Node], out: &Path) -> crate::Result<()> {
     let tmp = out.with_extension(format!("tmp{}", std::process::id()));
     // Removed by an interrupt while it is being written.
-    let _scratch = crate::scratch::Scratch::new((), &tmp);
+    let created = crate::scratch::Scratch::create(|| Ok((File::create(&tmp)?, tmp.clone())))
+        .map_err(|e| crate::Error::io(&tmp, "initramfs", e))?;
     let result = (|| {
-        let f = File::create(&tmp).map_err(|e| crate::Error::io(&tmp, "initramfs", e))?;
+        let f = created
+            .try_clone()
+            .map_err(|e| crate::Error::io(&tmp, "initramfs", e))?;
         let mut w = BufWriter::new(f);
         let mut dirs: Vec<String> = Vec::new();
         let mut ino = 1u32;

@@ -18,7 +18,8 @@ pub fn extract(
     dest: &Path,
     keep: &dyn Fn(&Path) -> bool,
 ) -> Result<(PackageMeta, Vec<PathBuf>)> {
-    fs::create_dir_all(dest).map_err(|e| Error::io(dest, PHASE, e))?;
+    // Not made again once an interrupt is removing it (a caller's temporary directory).
+    crate::scratch::creating(|| fs::create_dir_all(dest)).map_err(|e| Error::io(dest, PHASE, e))?;
     let root = fs::canonicalize(dest).map_err(|e| Error::io(dest, PHASE, e))?;
     let mut x = Extractor {
         package,

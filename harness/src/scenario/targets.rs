@@ -208,9 +208,10 @@ impl Package {
                     &in_mods,
                 )?;
                 std::fs::write(tmp.path().join(".complete"), b"").map_err(io(tmp.path()))?;
-                let kept = tmp.into_inner().keep();
                 let _ = std::fs::remove_dir_all(&dir);
-                std::fs::rename(&kept, &dir).map_err(io(&dir))?;
+                // Renamed while registered, then forgotten (see guest::prepare's unpack).
+                std::fs::rename(tmp.path(), &dir).map_err(io(&dir))?;
+                let _ = tmp.into_inner().keep();
                 Ok(vec![part(dir)])
             }
         }

@@ -99,16 +99,18 @@ fn write_apk_inner(
         .map_err(|e| failed(e.to_string()))?;
     let control_gz = gzip(&control_tar).map_err(|e| failed(format!("compress: {e}")))?;
 
-    let out_tmp = tempfile::Builder::new()
-        .prefix(&format!(".{base}."))
-        .suffix(".tmp")
-        // As the file `std::fs::write` would create: 0666 less the umask.
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)
-        .map_err(|e| failed(format!("create a temporary file in {}: {e}", dir.display())))?;
-    let out_tmp_path = out_tmp.path().to_path_buf();
     // Removed by an interrupt while it exists.
-    let mut out_tmp = crate::scratch::Scratch::new(out_tmp, &out_tmp_path);
+    let mut out_tmp = crate::scratch::Scratch::create(|| {
+        let t = tempfile::Builder::new()
+            .prefix(&format!(".{base}."))
+            .suffix(".tmp")
+            // As the file `std::fs::write` would create: 0666 less the umask.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(dir)?;
+        let p = t.path().to_path_buf();
+        Ok((t, p))
+    })
+    .map_err(|e| failed(format!("create a temporary file in {}: {e}", dir.display())))?;
     {
         let mut w = BufWriter::new(out_tmp.as_file_mut());
         if let Some(key) = key {
@@ -130,7 +132,7 @@ fn write_apk_inner(
     out_tmp.into_inner().persist(out).map_err(|e| {
         failed(format!(
             "rename {} to {}: {}",
-            out_tmp_path.display(),
+            e.file.path().display(),
             out.display(),
             e.error
         ))
