@@ -14,15 +14,13 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = crate::scratch::Scratch::create(|| {
-        let t = tempfile::Builder::new()
+    let mut tmp = crate::scratch::tempfile_in(
+        tempfile::Builder::new()
             .prefix(".")
             .suffix(".tmp")
-            .permissions(std::fs::Permissions::from_mode(0o644))
-            .tempfile_in(dir)?;
-        let p = t.path().to_path_buf();
-        Ok((t, p))
-    })
+            .permissions(std::fs::Permissions::from_mode(0o644)),
+        dir,
+    )
     .map_err(named)?;
     tmp.write_all(bytes).map_err(named)?;
     tmp.into_inner().persist(path).map_err(|e| named(e.error))?;

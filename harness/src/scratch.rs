@@ -86,6 +86,30 @@ pub fn tempdir_in(parent: &Path, prefix: &str) -> std::io::Result<Scratch<tempfi
     })
 }
 
+/// A temporary file in `dir` as `builder` names it, removed on drop and on interrupt.
+pub fn tempfile_in(
+    builder: &tempfile::Builder,
+    dir: &Path,
+) -> std::io::Result<Scratch<tempfile::NamedTempFile>> {
+    Scratch::create(|| {
+        let t = builder.tempfile_in(dir)?;
+        let p = t.path().to_path_buf();
+        Ok((t, p))
+    })
+}
+
+impl Scratch<tempfile::TempDir> {
+    /// Puts the finished directory at `to`, replacing what is there. It is renamed while still
+    /// registered (an interrupt in between finds nothing left to remove, rather than a kept
+    /// directory to leave behind), then the moved path is forgotten.
+    pub fn rename_into_place(self, to: &Path) -> std::io::Result<()> {
+        let _ = std::fs::remove_dir_all(to);
+        std::fs::rename(self.path(), to)?;
+        let _ = self.into_inner().keep();
+        Ok(())
+    }
+}
+
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// [`Scratch::create`] with the flag given (tests use their own).

@@ -126,14 +126,12 @@ impl Store {
         let dir = self.root.join("tmp");
         std::fs::create_dir_all(&dir)
             .map_err(|e| FetchError::cache(format!("create {}", dir.display()), e))?;
-        Scratch::create(|| {
-            let t = tempfile::Builder::new()
+        crate::scratch::tempfile_in(
+            tempfile::Builder::new()
                 .prefix(&format!(".{}.", lock.key))
-                .suffix(".part")
-                .tempfile_in(&dir)?;
-            let p = t.path().to_path_buf();
-            Ok((t, p))
-        })
+                .suffix(".part"),
+            &dir,
+        )
         .map_err(|e| FetchError::cache(format!("create a temporary file in {}", dir.display()), e))
     }
 

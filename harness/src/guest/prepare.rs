@@ -89,16 +89,9 @@ pub(super) fn unpack(k: &Kernel, order: &[&Module]) -> Result<PathBuf> {
     }
     let complete = tmp.path().join(".complete");
     std::fs::write(&complete, b"").map_err(|e| Error::io(&complete, UNPACK, e))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    // Renamed while still registered (an interrupt between the two finds nothing to remove,
-    // rather than a kept directory to leave behind); then the moved path is forgotten.
-    std::fs::rename(tmp.path(), &dir).map_err(|e| {
-        Error::failed(
-            UNPACK,
-            format!("rename {} into place: {e}", tmp.path().display()),
-        )
-    })?;
-    let _ = tmp.into_inner().keep();
+    let from = tmp.path().display().to_string();
+    tmp.rename_into_place(&dir)
+        .map_err(|e| Error::failed(UNPACK, format!("rename {from} into place: {e}")))?;
     Ok(dir)
 }
 
@@ -195,7 +188,8 @@ pub(super) fn kernel_to_boot(k: &Kernel, dir: &Path, phase: &'static str) -> Res
 /// codec btfgate decodes (gzip, xz, zstd, lz4); the bzImage otherwise. Under TCG the
 /// bzImage's own decompressor is slow whatever the codec: measured on this project's 2-core
 /// host, a bare boot of Debian's 6.12 cloud kernel (zstd) took 4.3–5.1 s from the bzImage and
-/// 3.1–3.8 s by PVH, its 6.1 cloud kernel (lz4) 3.2–3.8 s and 2.7–3.0 s. The vmlinux booted is the one the static checks read from the same image.
+/// 3.1–3.8 s by PVH, its 6.1 cloud kernel (lz4) 3.2–3.8 s and 2.7–3.0 s. The vmlinux booted
+/// is the one the static checks read from the same image.
 pub(super) fn pvh_or_bzimage(k: &Kernel, bz: &Path, dir: &Path) -> Result<Boot> {
     let pvh = k
         .config

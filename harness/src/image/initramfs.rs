@@ -86,10 +86,8 @@ pub fn write(nodes: &[Node], out: &Path) -> crate::Result<()> {
     let created = crate::scratch::Scratch::create(|| Ok((File::create(&tmp)?, tmp.clone())))
         .map_err(|e| crate::Error::io(&tmp, "initramfs", e))?;
     let result = (|| {
-        let f = created
-            .try_clone()
-            .map_err(|e| crate::Error::io(&tmp, "initramfs", e))?;
-        let mut w = BufWriter::new(f);
+        // `&File` writes: the registered file itself, no second descriptor.
+        let mut w = BufWriter::new(&*created);
         let mut dirs: Vec<String> = Vec::new();
         let mut ino = 1u32;
         let err = |e: std::io::Error| crate::Error::io(&tmp, "initramfs", e);

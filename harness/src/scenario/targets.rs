@@ -208,10 +208,7 @@ impl Package {
                     &in_mods,
                 )?;
                 std::fs::write(tmp.path().join(".complete"), b"").map_err(io(tmp.path()))?;
-                let _ = std::fs::remove_dir_all(&dir);
-                // Renamed while registered, then forgotten (see guest::prepare's unpack).
-                std::fs::rename(tmp.path(), &dir).map_err(io(&dir))?;
-                let _ = tmp.into_inner().keep();
+                tmp.rename_into_place(&dir).map_err(io(&dir))?;
                 Ok(vec![part(dir)])
             }
         }

@@ -100,16 +100,14 @@ fn write_apk_inner(
     let control_gz = gzip(&control_tar).map_err(|e| failed(format!("compress: {e}")))?;
 
     // Removed by an interrupt while it exists.
-    let mut out_tmp = crate::scratch::Scratch::create(|| {
-        let t = tempfile::Builder::new()
+    let mut out_tmp = crate::scratch::tempfile_in(
+        tempfile::Builder::new()
             .prefix(&format!(".{base}."))
             .suffix(".tmp")
             // As the file `std::fs::write` would create: 0666 less the umask.
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .tempfile_in(dir)?;
-        let p = t.path().to_path_buf();
-        Ok((t, p))
-    })
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666)),
+        dir,
+    )
     .map_err(|e| failed(format!("create a temporary file in {}: {e}", dir.display())))?;
     {
         let mut w = BufWriter::new(out_tmp.as_file_mut());
